@@ -1,0 +1,65 @@
+"""Temperature scaling and the abstain rule, fitted on validation and stored in the model config.
+
+Serving reads them back from ``config.json``: ``calibration_temperature``, ``abstain_threshold`` and
+``out_of_scope_label`` (the class trained on negative photos, if any). The in-scope score of a
+photo is the calibrated probability of its best real class; below the threshold the app abstains.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def fit_temperature(logits: torch.Tensor, labels) -> float:
+    """Guo et al. 2017: one scalar T minimising validation NLL of softmax(logits / T)."""
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(logits.float() / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(np.clip(log_t.exp().item(), 0.05, 20.0))
+
+
+def in_scope_scores(logits: torch.Tensor, labels: list[str], temperature: float,
+                    out_of_scope_label: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities over the real classes renormalised to 1, in-scope score) for each row."""
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if out_of_scope_label in labels:
+        keep = [i for i, n in enumerate(labels) if n != out_of_scope_label]
+        real = probs[:, keep]
+        score = real.max(dim=-1).values
+        return (real / real.sum(-1, keepdim=True)).numpy(), score.numpy()
+    return probs.numpy(), probs.max(dim=-1).values.numpy()
+
+
+def fit(val_logits: torch.Tensor, val_labels, labels: list[str], out_of_scope_label: str | None,
+        keep_rate: float = 0.95) -> dict:
+    t = fit_temperature(val_logits, val_labels)
+    _, score = in_scope_scores(val_logits, labels, t, out_of_scope_label)
+    y = np.asarray(val_labels)
+    ins = y != labels.index(out_of_scope_label) if out_of_scope_label in labels else np.ones_like(y, bool)
+    threshold = float(np.quantile(score[ins], 1 - keep_rate)) if ins.any() else 0.5
+    return {"calibration_temperature": t, "abstain_threshold": threshold, "out_of_scope_label": out_of_scope_label}
+
+
+def evaluate(logits: torch.Tensor, y, labels: list[str], config) -> dict:
+    """Keep-rate on in-scope photos, abstain-rate and AUROC on out-of-scope ones (when the split has them)."""
+    from sklearn.metrics import roc_auc_score
+
+    ood = getattr(config, "out_of_scope_label", None)
+    _, score = in_scope_scores(logits, labels, config.calibration_temperature, ood)
+    y = np.asarray(y)
+    ins = y != labels.index(ood) if ood in labels else np.ones_like(y, bool)
+    kept = score >= config.abstain_threshold
+    out = {"in_scope_keep_rate": float(kept[ins].mean()) if ins.any() else None, "n_in_scope": int(ins.sum())}
+    if (~ins).any():
+        out.update(out_of_scope_abstain_rate=float((~kept[~ins]).mean()), n_out_of_scope=int((~ins).sum()),
+                   auroc=float(roc_auc_score(ins.astype(int), score)))
+    return out

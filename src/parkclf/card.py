@@ -1,0 +1,140 @@
+"""The model card: Hub metadata (model-index) plus per-class metrics, confusion matrix, provenance and limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+CONFUSION_PNG = "confusion_matrix.png"
+
+TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title }}
+
+Image classifier for **{{ labels | join(", ") }}**, fine-tuned from `{{ base_model }}` with this project's
+`train.py`. Upload a photo and it answers one of these classes, or says the photo is none of them.
+
+## Results (held-out test split, {{ n_test }} photos)
+
+| metric | value |
+|---|---|
+| accuracy | {{ "%.3f" | format(accuracy) }} |
+| macro-F1 | {{ "%.3f" | format(macro_f1) }} |
+{%- if abstain.in_scope_keep_rate is not none %}
+| in-scope photos answered (not abstained) | {{ "%.3f" | format(abstain.in_scope_keep_rate) }} |
+{%- endif %}
+{%- if abstain.auroc is defined %}
+| out-of-scope AUROC (in-scope score) | {{ "%.3f" | format(abstain.auroc) }} |
+| out-of-scope photos abstained | {{ "%.3f" | format(abstain.out_of_scope_abstain_rate) }} |
+{%- endif %}
+
+| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{%- for row in per_class %}
+| {{ row.name }} | {{ "%.3f" | format(row.p) }} | {{ "%.3f" | format(row.r) }} | {{ "%.3f" | format(row.f) }} | {{ row.n }} |
+{%- endfor %}
+
+![Confusion matrix]({{ confusion_png }})
+
+Confusion matrix (rows: true class, columns: predicted):
+
+| | {{ labels | join(" | ") }} |
+|---|{% for _ in labels %}---|{% endfor %}
+{%- for row in confusion %}
+| **{{ labels[loop.index0] }}** | {{ row | join(" | ") }} |
+{%- endfor %}
+
+{{ extra }}
+
+## Calibration and abstaining
+
+Softmax temperature {{ "%.3f" | format(calibration.calibration_temperature) }} (fitted on the validation split). The app answers
+"not one of my classes" when the calibrated probability of the best class is below
+{{ "%.3f" | format(calibration.abstain_threshold) }}{% if calibration.out_of_scope_label %}; the model also has an
+out-of-scope class `{{ calibration.out_of_scope_label }}` trained on negative photos{% endif %}. Both live in `config.json`.
+
+## Training data
+
+- Source: `{{ source }}`; classes from folder names.
+- Counts per split: {{ counts }}.
+- Unreadable files skipped: {{ n_unreadable }}; near-duplicates dropped from train because they matched a
+  validation/test photo: {{ n_dupes }} (see `data_report.json`).
+{{ provenance }}
+
+## Intended use and limits
+
+- For recognising the classes above in ordinary photos, as a demo and teaching tool.
+- Metrics come from a small held-out split; photos from other photographers, seasons or cameras can score lower.
+- Not for safety-relevant decisions.
+
+## Use it
+
+```python
+from transformers import pipeline
+clf = pipeline("image-classification", model="{{ repo_id }}")
+print(clf("photo.jpg"))
+```
+
+From a running Space or `python app.py`:
+
+```python
+from gradio_client import Client, handle_file
+client = Client("{{ space_or_url }}")
+print(client.predict(handle_file("photo.jpg"), api_name="/predict"))
+```
+"""
+
+
+def save_confusion_png(path: Path, matrix: list[list[int]], labels: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(labels), 1.0 + 0.8 * len(labels)), dpi=100)
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = max(max(r) for r in matrix) or 1
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(j, i, v, ha="center", va="center", color="white" if v > top / 2 else "black")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write(out: Path, *, metrics: dict, report: dict, base_model: str, dataset: str | None, license: str,
+          hub_model_id: str | None, provenance: str = "", extra: str = "") -> ModelCard:
+    labels = metrics["labels"]
+    test = metrics["test"]
+    save_confusion_png(out / CONFUSION_PNG, test["confusion_matrix"], labels)
+    name = hub_model_id or out.name
+    card_data = ModelCardData(
+        license=license, library_name="transformers", pipeline_tag="image-classification",
+        base_model=base_model if "/" in base_model and not Path(base_model).exists() else None,
+        datasets=[dataset] if dataset else None, tags=["image-classification", "vision", "parkclf"],
+        model_name=name,
+        eval_results=[EvalResult(task_type="image-classification", dataset_type=dataset or "imagefolder",
+                                 dataset_name=dataset or metrics.get("source") or "imagefolder", dataset_split="test",
+                                 metric_type="accuracy", metric_value=round(test["accuracy"], 4)),
+                      EvalResult(task_type="image-classification", dataset_type=dataset or "imagefolder",
+                                 dataset_name=dataset or metrics.get("source") or "imagefolder", dataset_split="test",
+                                 metric_type="f1", metric_name="macro-F1", metric_value=round(test["macro_f1"], 4))])
+    per_class = [{"name": n, "p": test["precision"][i], "r": test["recall"][i], "f": test["f1"][i],
+                  "n": test["support"][i]} for i, n in enumerate(labels)]
+    card = ModelCard.from_template(
+        card_data, template_str=TEMPLATE, title=name, labels=labels, base_model=base_model,
+        n_test=sum(test["support"]), accuracy=test["accuracy"], macro_f1=test["macro_f1"], per_class=per_class,
+        confusion=test["confusion_matrix"], confusion_png=CONFUSION_PNG, calibration=metrics["calibration"],
+        abstain=metrics["abstain"], source=dataset or metrics.get("source"), counts=report.get("counts"),
+        n_unreadable=len(report.get("unreadable", [])), n_dupes=len(report.get("duplicates_dropped", [])),
+        provenance=provenance, extra=extra, repo_id=hub_model_id or str(out),
+        space_or_url="user/space-name or http://127.0.0.1:7860")
+    card.save(out / "README.md")
+    return card

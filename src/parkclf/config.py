@@ -1,0 +1,59 @@
+"""Training configuration: three dataclasses read by ``HfArgumentParser`` (so ``--help`` documents every field)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_BASE_MODEL = "google/vit-base-patch16-224-in21k"
+
+
+@dataclass
+class DataArguments:
+    data_dir: str | None = field(default=None, metadata={
+        "help": "An imagefolder: DIR/<class>/*.jpg, or DIR/{train,validation,test}/<class>/*.jpg."})
+    dataset: str | None = field(default=None, metadata={"help": "A Hub dataset id, instead of --data-dir."})
+    extra_data_dir: str | None = field(default=None, metadata={
+        "help": "Another imagefolder added to train, e.g. the app's saved corrections (FEEDBACK_DIR)."})
+    negatives_dir: list[str] = field(default_factory=list, metadata={
+        "help": "Folders of photos that are none of the classes (any layout inside). They train an "
+                "out-of-scope class, so the app can say 'not one of mine' instead of guessing."})
+    image_column: str = field(default="image", metadata={"help": "Image column of --dataset."})
+    label_column: str = field(default="label", metadata={"help": "Label column of --dataset."})
+    validation_fraction: float = field(default=0.1, metadata={"help": "Held out for model selection when no validation split is given."})
+    test_fraction: float = field(default=0.1, metadata={"help": "Held out for the final metrics when no test split is given."})
+    group_by_source: str | None = field(default=None, metadata={
+        "help": "A TSV with columns 'file' and 'repo' (like parks/SOURCES.tsv): split so each source "
+                "lands in a single split, which is how unseen photographers will test the model."})
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(default=DEFAULT_BASE_MODEL, metadata={
+        "help": "Any AutoModelForImageClassification checkpoint: a Hub id or a local folder."})
+    freeze_backbone: bool = field(default=False, metadata={
+        "help": "Train only the classification head, on cached backbone features (seconds on a CPU)."})
+
+
+@dataclass
+class TrainArguments:
+    output_dir: str = field(default="out/model", metadata={"help": "Where the save_pretrained folder, metrics and card go."})
+    overwrite_output_dir: bool = field(default=False, metadata={
+        "help": "Allow an output dir whose existing model has a different label set (it is replaced)."})
+    num_train_epochs: float = field(default=4, metadata={"help": "Full fine-tuning epochs (after the head is fitted)."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of the top layer; lower layers get less (layer decay)."})
+    layer_decay: float = field(default=0.75, metadata={"help": "Learning-rate factor per layer going down the backbone."})
+    head_epochs: int = field(default=60, metadata={"help": "Epochs of the head fit on cached features."})
+    head_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the head fit."})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
+    label_smoothing: float = field(default=0.1, metadata={"help": "Label smoothing of the fine-tuning loss."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per process."})
+    early_stopping_patience: int = field(default=2, metadata={"help": "Stop after this many evaluations without improvement."})
+    seed: int = field(default=42, metadata={"help": "Seed for splits, augmentation and initialisation."})
+    bf16: str = field(default="auto", metadata={"help": "'auto' (bf16 where the CPU/GPU supports it), 'yes' or 'no'."})
+    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps as well as every epoch (0: epochs only)."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload the output folder to the Hub (token from HF_TOKEN or `hf auth login`)."})
+    hub_model_id: str | None = field(default=None, metadata={"help": "user/name of the Hub model repo for --push-to-hub."})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo private."})
+    license: str = field(default="apache-2.0", metadata={"help": "License written into the model card."})
+    abstain_keep_rate: float = field(default=0.95, metadata={
+        "help": "Pick the abstain threshold so this share of in-scope validation photos is still answered."})

@@ -1,0 +1,245 @@
+"""Imagefolder (or Hub dataset) -> clean, split, de-leaked DatasetDict plus a data report.
+
+Every image is opened once through :func:`parkclf.images.load_image`: files it refuses are
+listed in the report and dropped, never allowed to crash a run (pytorch/vision#864).
+Near-duplicates across splits are found with perceptual hashes (imagehash) and dropped
+from train, so validation and test measure photos the model has not seen.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import datasets
+import numpy as np
+from datasets import ClassLabel, DatasetDict, concatenate_datasets
+from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
+from .images import ImageError, is_hidden, load_image
+
+logger = logging.getLogger(__name__)
+
+# datasets' imagefolder list predates phone HEIC photos; pillow-heif reads them.
+for _ext in (".heic", ".heif", ".avif"):
+    if _ext not in ImageFolder.EXTENSIONS:
+        ImageFolder.EXTENSIONS.append(_ext)
+
+MIN_PER_CLASS_WARNING = 10
+HASH_SIZE = 8
+# Hamming distance on a 64-bit pHash at or below which two photos count as the same shot
+# (re-encodes and resizes land at 0-4; different photos of one scene are usually > 10).
+DUPLICATE_DISTANCE = 4
+
+
+@dataclass
+class DataReport:
+    """What happened to the data; written to ``data_report.json``."""
+
+    source: str = ""
+    classes: list[str] = field(default_factory=list)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    unreadable: list[dict[str, str]] = field(default_factory=list)
+    hidden_skipped: list[str] = field(default_factory=list)
+    duplicates_dropped: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _example_name(image: dict) -> str:
+    return image.get("path") or "<bytes>"
+
+
+def load_source(data_dir: str | None = None, dataset: str | None = None, *,
+                image_column: str = "image", label_column: str = "label") -> DatasetDict:
+    """Load an imagefolder or Hub dataset with images left undecoded (we decode them ourselves)."""
+    if bool(data_dir) == bool(dataset):
+        raise ValueError("Give exactly one of --data-dir DIR (an imagefolder) or --dataset HUB_ID.")
+    if data_dir:
+        root = Path(data_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"No data folder at {root}; expected {root}/<class>/*.jpg "
+                                    f"(or {root}/train/<class>/*.jpg with optional validation/ and test/).")
+        subdirs = [p for p in root.iterdir() if p.is_dir() and not is_hidden(p)]
+        if not subdirs:
+            raise ValueError(f"No class folders in {root}; expected {root}/<class>/*.jpg")
+        ds = datasets.load_dataset("imagefolder", data_dir=str(root))
+    else:
+        ds = datasets.load_dataset(dataset)
+    if not isinstance(ds, DatasetDict):
+        ds = DatasetDict({"train": ds})
+    ds = ds.rename_columns({c: n for c, n in ((image_column, "image"), (label_column, "label")) if c != n})
+    for split in ds.values():
+        if "image" not in split.column_names or "label" not in split.column_names:
+            raise ValueError(f"The dataset has columns {split.column_names}; pass --image-column and "
+                             "--label-column to name the image and the label columns.")
+    ds = ds.cast_column("image", datasets.Image(decode=False))
+    return ds.select_columns(["image", "label"])
+
+
+def merge_extra(ds: DatasetDict, extra_dir: str) -> DatasetDict:
+    """Add an imagefolder of extra photos (e.g. the app's saved corrections) to train, by label name."""
+    extra = load_source(extra_dir)["train"]
+    names = ds["train"].features["label"].names
+    extra_names = extra.features["label"].names
+    unknown = sorted(set(extra_names) - set(names))
+    if unknown:
+        raise ValueError(f"--extra-data-dir {extra_dir} has classes {unknown} that the data does not; "
+                         f"its folders must be among {names}.")
+    extra = extra.map(lambda ex: {"label": names.index(extra_names[ex["label"]])})
+    extra = extra.cast_column("label", ds["train"].features["label"])
+    ds["train"] = concatenate_datasets([ds["train"], extra.cast(ds["train"].features)])
+    return ds
+
+
+def add_negatives(ds: DatasetDict, dirs: list[str], label: str) -> DatasetDict:
+    """Add every image under ``dirs`` (any layout) to train as one out-of-scope class ``label``."""
+    from .images import is_hidden as hidden
+
+    names = ds["train"].features["label"].names
+    if label in names:
+        raise ValueError(f"The data already has a class called '{label}'; rename that folder.")
+    exts = {e.lower() for e in ImageFolder.EXTENSIONS}
+    paths = []
+    for d in dirs:
+        if not Path(d).is_dir():
+            raise FileNotFoundError(f"--negatives-dir {d} is not a folder of photos.")
+        paths += sorted(str(p) for p in Path(d).rglob("*") if p.is_file() and p.suffix.lower() in exts and not hidden(p))
+    if not paths:
+        raise ValueError(f"No images found under --negatives-dir {dirs}.")
+    features = datasets.Features({"image": datasets.Image(decode=False), "label": ClassLabel(names=names + [label])})
+    neg = datasets.Dataset.from_dict({"image": [{"path": p, "bytes": None} for p in paths],
+                                      "label": [len(names)] * len(paths)}, features=features)
+    ds["train"] = concatenate_datasets([ds["train"].cast(features), neg])
+    for split in [s for s in ds if s != "train"]:
+        ds[split] = ds[split].cast(features)
+    return ds
+
+
+def load_groups(tsv: str) -> dict[str, str]:
+    """file name -> source (photographer / repository), from a TSV with 'file' and 'repo' columns."""
+    import csv
+
+    with open(tsv, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows or not {"file", "repo"} <= set(rows[0]):
+        raise ValueError(f"{tsv} needs tab-separated columns 'file' and 'repo' (see parks/SOURCES.tsv).")
+    return {Path(r["file"]).name: r["repo"] for r in rows}
+
+
+def _grouped_split(split: datasets.Dataset, frac: float, groups: dict[str, str], seed: int):
+    """Hold out whole sources: no photographer is in both parts."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    g = [groups.get(Path(_example_name(im)).name, _example_name(im)) for im in split["image"]]
+    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / frac)), shuffle=True, random_state=seed)
+    keep, held = next(folds.split(np.zeros(len(g)), split["label"], g))
+    return split.select(keep), split.select(held)
+
+
+def _scan(split: datasets.Dataset, draft_size: int) -> datasets.Dataset:
+    """Open every image once: keep a perceptual hash, or the reason it is unreadable."""
+    import imagehash
+
+    def scan(ex):
+        try:
+            img = load_image(ex["image"]["path"] if ex["image"].get("bytes") is None else ex["image"]["bytes"],
+                             draft_size=draft_size)
+            return {"phash": str(imagehash.phash(img, hash_size=HASH_SIZE)), "error": ""}
+        except ImageError as e:
+            return {"phash": "", "error": str(e)}
+        except FileNotFoundError as e:
+            return {"phash": "", "error": f"missing file ({e})"}
+
+    return split.map(scan, desc="checking images", load_from_cache_file=False)
+
+
+def _drop_leaks(ds: DatasetDict, report: DataReport) -> DatasetDict:
+    import imagehash
+
+    held = [(imagehash.hex_to_hash(h), _example_name(im), s)
+            for s in ("validation", "test") if s in ds
+            for h, im in zip(ds[s]["phash"], ds[s]["image"])]
+    if not held:
+        return ds
+    keep = []
+    for h, im in zip(ds["train"]["phash"], ds["train"]["image"]):
+        h = imagehash.hex_to_hash(h)
+        match = next(((name, s) for hh, name, s in held if h - hh <= DUPLICATE_DISTANCE), None)
+        keep.append(match is None)
+        if match:
+            report.duplicates_dropped.append({"train": _example_name(im), "matches": match[0], "split": match[1]})
+    ds["train"] = ds["train"].select([i for i, k in enumerate(keep) if k])
+    return ds
+
+
+def prepare(ds: DatasetDict, *, draft_size: int, validation_fraction: float = 0.1, test_fraction: float = 0.1,
+            seed: int = 42, source: str = "", groups: dict[str, str] | None = None) -> tuple[DatasetDict, DataReport]:
+    """Sanitise, split (stratified, seeded) and de-leak. Returns train/validation/test and the report."""
+    report = DataReport(source=source)
+    if "train" not in ds:
+        raise ValueError(f"The data has splits {list(ds)}; one must be called 'train'.")
+    names = ds["train"].features["label"].names if isinstance(ds["train"].features["label"], ClassLabel) else None
+    if names is None:
+        raise ValueError("The label column must be a ClassLabel (class names), as imagefolder makes it.")
+    report.classes = list(names)
+    if len(names) < 2:
+        raise ValueError(f"Found {len(names)} class ({names}) in {source}; a classifier needs at least 2 class folders.")
+
+    scanned = DatasetDict()
+    for split_name, split in ds.items():
+        split = _scan(split, draft_size)
+        bad = [i for i, e in enumerate(split["error"]) if e]
+        for i in bad:
+            report.unreadable.append({"file": _example_name(split[i]["image"]), "error": split[i]["error"]})
+        scanned[split_name] = split.select([i for i in range(len(split)) if i not in set(bad)])
+    ds = scanned
+    if report.unreadable:
+        logger.warning("Skipped %d unreadable file(s); see data_report.json", len(report.unreadable))
+
+    counts = {names[k]: v for k, v in sorted(_counts(ds["train"]).items())}
+    too_few = [n for n in names if counts.get(n, 0) < 2]
+    if too_few:
+        raise ValueError(f"Class folder(s) {too_few} in {source} have fewer than 2 readable images; "
+                         "add photos or remove the folder.")
+    total = sum(len(s) for s in ds.values())
+    for split_name, frac in (("test", test_fraction), ("validation", validation_fraction)):
+        if split_name not in ds and frac > 0:
+            remaining = len(ds["train"])
+            n = max(len(names), round(frac * total))
+            if remaining - n < len(names):
+                raise ValueError(f"Too few images ({remaining}) to hold out a {split_name} split; add photos.")
+            if groups:
+                ds["train"], ds[split_name] = _grouped_split(ds["train"], n / remaining, groups, seed)
+            else:
+                parts = ds["train"].train_test_split(test_size=n, stratify_by_column="label", seed=seed)
+                ds["train"], ds[split_name] = parts["train"], parts["test"]
+
+    ds = _drop_leaks(ds, report)
+    for split_name, split in ds.items():
+        c = _counts(split)
+        report.counts[split_name] = {names[k]: c.get(k, 0) for k in range(len(names))}
+    for n, c in report.counts["train"].items():
+        if c < MIN_PER_CLASS_WARNING:
+            msg = f"Class '{n}' has only {c} training images; expect weak results below {MIN_PER_CLASS_WARNING}."
+            report.warnings.append(msg)
+            logger.warning(msg)
+    return DatasetDict({k: ds[k].remove_columns(["phash", "error"]) for k in ds}), report
+
+
+def _counts(split: datasets.Dataset) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for y in split["label"]:
+        out[y] = out.get(y, 0) + 1
+    return out
+
+
+def list_hidden(data_dir: str | None) -> list[str]:
+    if not data_dir:
+        return []
+    return sorted(os.path.relpath(os.path.join(r, f), data_dir)
+                  for r, _, fs in os.walk(data_dir) for f in fs if is_hidden(f))

@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny random ViT and generated photos (fast tier), ../shared material (real tier)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+SHARED = Path(os.environ.get("PARKCLF_SHARED", ROOT.parent / "shared"))
+BACKBONE = SHARED / "models" / "vit-small-dinov2"
+PARKS = SHARED / "data" / "parks"
+SCENES = SHARED / "data" / "intel-scenes"
+EMBEDDED = ROOT / "models" / "parks-vit-small"
+
+needs_shared = pytest.mark.skipif(not (BACKBONE.exists() and PARKS.exists() and SCENES.exists()),
+                                  reason=f"real tier: {SHARED} (real backbone and photos) is not present")
+
+COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
+
+
+def make_photo(colour, size=(64, 48), seed=0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    base = np.array(colour, dtype=np.float32)
+    arr = np.clip(base + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(arr, "RGB")
+
+
+def make_imagefolder(root: Path, per_class: int = 12, classes=("red", "blue"), size=(64, 48)) -> Path:
+    for ci, c in enumerate(classes):
+        d = root / c
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            make_photo(COLOURS[c], size=size, seed=1000 * ci + i).save(d / f"{c}_{i}.jpg", quality=90)
+    return root
+
+
+def save_tiny_vit(path: Path, num_labels: int = 2) -> Path:
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    torch.manual_seed(0)
+    cfg = ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, num_labels=num_labels)
+    ViTForImageClassification(cfg).save_pretrained(path)
+    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory) -> Path:
+    return save_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
+
+
+@pytest.fixture
+def imagefolder(tmp_path) -> Path:
+    return make_imagefolder(tmp_path / "data")

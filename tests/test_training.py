@@ -1,0 +1,50 @@
+import json
+
+import pytest
+from safetensors.torch import load_file
+
+from parkclf.training import main
+
+FAST = ["--num-train-epochs", "2", "--head-epochs", "5", "--per-device-train-batch-size", "8", "--bf16", "no"]
+
+
+def test_full_finetune_writes_a_loadable_checkpoint(tiny_vit, imagefolder, tmp_path):
+    out = tmp_path / "out"
+    metrics = main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out), *FAST])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "blue", "1": "red"}
+    assert cfg["calibration_temperature"] > 0 and 0 <= cfg["abstain_threshold"] <= 1
+    assert (out / "model.safetensors").exists() and not list(out.glob("*.bin"))
+    assert (out / "preprocessor_config.json").exists()
+    assert metrics["test"]["accuracy"] >= 0.5
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["test"]["confusion_matrix"] and len(saved["test"]["f1"]) == 2
+    assert (out / "confusion_matrix.png").stat().st_size > 1000
+    assert "model-index" in (out / "README.md").read_text()
+    assert load_file(out / "model.safetensors")["classifier.weight"].shape == (2, 32)
+
+
+def test_freeze_backbone_changes_only_the_head(tiny_vit, imagefolder, tmp_path):
+    out = tmp_path / "out"
+    main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
+          "--freeze-backbone", *FAST])
+    before, after = load_file(tiny_vit / "model.safetensors"), load_file(out / "model.safetensors")
+    assert (before["vit.encoder.layer.0.attention.attention.query.weight"]
+            == after["vit.encoder.layer.0.attention.attention.query.weight"]).all()
+    assert not (out / "checkpoints").exists()
+
+
+def test_label_set_mismatch_is_refused_without_overwrite(tiny_vit, imagefolder, tmp_path):
+    out = tmp_path / "out"
+    args = ["--model-name-or-path", str(tiny_vit), "--output-dir", str(out), "--freeze-backbone", *FAST]
+    main(["--data-dir", str(imagefolder), *args])
+    (imagefolder / "red").rename(imagefolder / "green")
+    with pytest.raises(SystemExit, match="--overwrite-output-dir"):
+        main(["--data-dir", str(imagefolder), *args])
+    main(["--data-dir", str(imagefolder), *args, "--overwrite-output-dir"])
+    assert json.loads((out / "config.json").read_text())["id2label"]["1"] == "green"
+
+
+def test_missing_data_dir_names_the_fix(tiny_vit, tmp_path):
+    with pytest.raises(FileNotFoundError, match="expected .*<class>"):
+        main(["--data-dir", str(tmp_path / "nope"), "--model-name-or-path", str(tiny_vit), "--output-dir", str(tmp_path / "o")])
