@@ -60,3 +60,4 @@ def tiny_vit(tmp_path_factory) -> Path:
 @pytest.fixture
 def imagefolder(tmp_path) -> Path:
     return make_imagefolder(tmp_path / "data")
+import sys, os; sys.path.insert(0, os.path.dirname(__file__))

@@ -9,6 +9,7 @@ do not tear up pretrained features with a random head. Measured numbers are in t
 from __future__ import annotations
 
 import json
+import re
 import logging
 import math
 import os
@@ -24,27 +25,13 @@ from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageClass
 from transformers.trainer_utils import get_last_checkpoint
 
 from . import calibration, card, data, hub
+from .hardware import bf16_supported
 from .config import DataArguments, ModelArguments, TrainArguments
 from .metrics import load_classification
 from .transforms import dataset_transform, draft_size
 
 logger = logging.getLogger("parkclf.train")
 OUT_OF_SCOPE = "other"
-
-
-def bf16_supported() -> bool:
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
-    # AVX512-BF16 / AMX make CPU bf16 fast; without them autocast is emulated and slower than fp32.
-    return torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX") and _has_bf16_flags()
-
-
-def _has_bf16_flags() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def check_output_dir(output_dir: str, labels: list[str], overwrite: bool) -> None:
@@ -145,8 +132,8 @@ def layer_decay_groups(model, lr: float, decay: float, weight_decay: float) -> l
             continue
         if name.startswith("classifier"):
             depth = n_layers + 1
-        elif ".layer." in name:
-            depth = int(name.split(".layer.")[1].split(".")[0]) + 1
+        elif m := re.search(r"\.(?:layer|layers|blocks)\.(\d+)\.", name):
+            depth = int(m.group(1)) + 1
         elif "embeddings" in name:
             depth = 0
         else:  # final norms

@@ -1,0 +1,52 @@
+"""Which pixels decided: gradient x activation on the last transformer block's input tokens (captum).
+
+The classifier reads only the [CLS] token after the last block, so the last block's *input* is the
+deepest place where each patch still has its own token and the gradient still reaches it (the same
+layer pytorch-grad-cam's ViT recipe uses). One forward and one backward: about 3x a plain forward.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def last_block_input(model) -> torch.nn.Module:
+    norms = [m for n, m in model.named_modules() if n.endswith(("layernorm_before", "norm1"))]
+    if not norms:
+        raise ValueError(f"explain() supports ViT-style models (a 'layernorm_before' per block); "
+                         f"{type(model).__name__} has none.")
+    return norms[-1]
+
+
+def relevance_map(model, pixel_values: torch.Tensor, real_ids: list[int] | None = None) -> tuple[np.ndarray, torch.Tensor]:
+    """(grid of patch relevances in [0, 1], logits) for the best real class of one image."""
+    from captum.attr import LayerGradientXActivation
+
+    kept: dict[str, torch.Tensor] = {}
+
+    def best_logit(x):
+        logits = model(pixel_values=x).logits
+        kept["logits"] = logits.detach().float()
+        sel = logits[:, real_ids] if real_ids is not None else logits
+        return sel.gather(1, sel.argmax(1, keepdim=True)).squeeze(1)
+
+    attr = LayerGradientXActivation(best_logit, last_block_input(model)).attribute(pixel_values)
+    attr = attr[0] if isinstance(attr, (tuple, list)) else attr
+    patch = model.config.patch_size
+    gh, gw = pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
+    tokens = attr[0, -gh * gw:, :].float().sum(-1).clamp(min=0).reshape(gh, gw)
+    heat = tokens / tokens.max() if tokens.max() > 0 else tokens
+    return heat.detach().cpu().numpy(), kept["logits"]
+
+
+def overlay(image: Image.Image, heat: np.ndarray, *, alpha: float = 0.5, max_side: int = 768) -> Image.Image:
+    """The photo (shrunk for display) with the relevance map in colour on top."""
+    from matplotlib import colormaps
+
+    img = image.copy()
+    img.thumbnail((max_side, max_side))
+    h = Image.fromarray((heat * 255).astype(np.uint8)).resize(img.size, Image.BICUBIC)
+    rgb = (colormaps["inferno"](np.asarray(h) / 255.0)[..., :3] * 255).astype(np.uint8)
+    return Image.blend(img, Image.fromarray(rgb), alpha)

@@ -1,0 +1,45 @@
+"""Wiring for app.py: load the checkpoint once, warm it up, build the page, launch with safe settings."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from pathlib import Path
+
+from .classifier import Classifier
+from .ui import AppOptions, Example, about_markdown, build_demo
+
+logger = logging.getLogger(__name__)
+
+MAX_FILE_SIZE = "20mb"
+# Two requests in flight keep both cores busy (one decodes while the other runs the model); more
+# only queue inside torch. Measured in benchmarks/serving.py.
+CONCURRENCY = 2
+
+
+def load_examples(folder: Path) -> list[Example]:
+    credits = folder / "credits.tsv"
+    if not credits.exists():
+        return []
+    with credits.open(newline="") as f:
+        return [Example(str(folder / r["file"]), f"{r['park']} — {r['credit']}") for r in csv.DictReader(f, delimiter="\t")]
+
+
+def create_demo(model: str, *, examples_dir: Path | None = None, feedback_dir: str | None = None):
+    t = time.perf_counter()
+    classifier = Classifier.from_pretrained(model)
+    classifier.warm_up()
+    logger.info("model %s loaded and warmed up in %.1fs", model, time.perf_counter() - t)
+    local = model if Path(model).is_dir() else None
+    options = AppOptions(examples=load_examples(examples_dir) if examples_dir else [],
+                         about=about_markdown(local, classifier, Path(model).name if local else model),
+                         feedback_dir=feedback_dir)
+    return build_demo(classifier, options)
+
+
+def launch(demo, *, share: bool = False, feedback_dir: str | None = None, **kw):
+    # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are read by launch() itself when not passed here.
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
+    return demo.launch(share=share, max_file_size=MAX_FILE_SIZE, show_error=False,
+                       allowed_paths=[], blocked_paths=[feedback_dir] if feedback_dir else None, **kw)
