@@ -25,18 +25,20 @@ COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
 
 
 def make_photo(colour, size=(64, 48), seed=0) -> Image.Image:
+    """A flat class colour plus a random low-frequency pattern (so no two photos are near-duplicates)."""
     rng = np.random.default_rng(seed)
-    base = np.array(colour, dtype=np.float32)
-    arr = np.clip(base + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+    pattern = Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8), "RGB").resize(size, Image.BICUBIC)
+    arr = 0.6 * np.array(colour, dtype=np.float32) + 0.4 * np.asarray(pattern, dtype=np.float32)
+    arr = np.clip(arr + rng.normal(0, 8, arr.shape), 0, 255).astype(np.uint8)
     return Image.fromarray(arr, "RGB")
 
 
-def make_imagefolder(root: Path, per_class: int = 12, classes=("red", "blue"), size=(64, 48)) -> Path:
+def make_imagefolder(root: Path, per_class: int = 12, classes=("red", "blue"), size=(64, 48), seed: int = 0) -> Path:
     for ci, c in enumerate(classes):
         d = root / c
         d.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            make_photo(COLOURS[c], size=size, seed=1000 * ci + i).save(d / f"{c}_{i}.jpg", quality=90)
+            make_photo(COLOURS[c], size=size, seed=seed + 1000 * ci + i).save(d / f"{c}_{i}.jpg", quality=90)
     return root
 
 

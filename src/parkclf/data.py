@@ -72,6 +72,10 @@ def load_source(data_dir: str | None = None, dataset: str | None = None, *,
         ds = datasets.load_dataset(dataset)
     if not isinstance(ds, DatasetDict):
         ds = DatasetDict({"train": ds})
+    if data_dir and "label" not in next(iter(ds.values())).column_names:
+        # imagefolder drops the label column when there is a single class folder
+        raise ValueError(f"Found 1 class folder in {data_dir}; a classifier needs at least 2 class folders "
+                         f"({data_dir}/<class>/*.jpg).")
     ds = ds.rename_columns({c: n for c, n in ((image_column, "image"), (label_column, "label")) if c != n})
     for split in ds.values():
         if "image" not in split.column_names or "label" not in split.column_names:
@@ -81,34 +85,39 @@ def load_source(data_dir: str | None = None, dataset: str | None = None, *,
     return ds.select_columns(["image", "label"])
 
 
+def _image_files(root: Path) -> list[str]:
+    exts = {e.lower() for e in ImageFolder.EXTENSIONS}
+    return sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts and not is_hidden(p))
+
+
 def merge_extra(ds: DatasetDict, extra_dir: str) -> DatasetDict:
     """Add an imagefolder of extra photos (e.g. the app's saved corrections) to train, by label name."""
-    extra = load_source(extra_dir)["train"]
+    root = Path(extra_dir)
     names = ds["train"].features["label"].names
-    extra_names = extra.features["label"].names
-    unknown = sorted(set(extra_names) - set(names))
+    folders = [p for p in root.iterdir() if p.is_dir() and not is_hidden(p)] if root.is_dir() else []
+    if not folders:
+        raise FileNotFoundError(f"--extra-data-dir {root} has no class folders; expected {root}/<class>/*.jpg")
+    unknown = sorted(p.name for p in folders if p.name not in names)
     if unknown:
         raise ValueError(f"--extra-data-dir {extra_dir} has classes {unknown} that the data does not; "
                          f"its folders must be among {names}.")
-    extra = extra.map(lambda ex: {"label": names.index(extra_names[ex["label"]])})
-    extra = extra.cast_column("label", ds["train"].features["label"])
-    ds["train"] = concatenate_datasets([ds["train"], extra.cast(ds["train"].features)])
+    rows = [(f, names.index(p.name)) for p in folders for f in _image_files(p)]
+    extra = datasets.Dataset.from_dict({"image": [{"path": f, "bytes": None} for f, _ in rows],
+                                        "label": [y for _, y in rows]}, features=ds["train"].features)
+    ds["train"] = concatenate_datasets([ds["train"], extra])
     return ds
 
 
 def add_negatives(ds: DatasetDict, dirs: list[str], label: str) -> DatasetDict:
     """Add every image under ``dirs`` (any layout) to train as one out-of-scope class ``label``."""
-    from .images import is_hidden as hidden
-
     names = ds["train"].features["label"].names
     if label in names:
         raise ValueError(f"The data already has a class called '{label}'; rename that folder.")
-    exts = {e.lower() for e in ImageFolder.EXTENSIONS}
     paths = []
     for d in dirs:
         if not Path(d).is_dir():
             raise FileNotFoundError(f"--negatives-dir {d} is not a folder of photos.")
-        paths += sorted(str(p) for p in Path(d).rglob("*") if p.is_file() and p.suffix.lower() in exts and not hidden(p))
+        paths += _image_files(Path(d))
     if not paths:
         raise ValueError(f"No images found under --negatives-dir {dirs}.")
     features = datasets.Features({"image": datasets.Image(decode=False), "label": ClassLabel(names=names + [label])})

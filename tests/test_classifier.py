@@ -1,0 +1,66 @@
+import math
+
+import pytest
+import torch
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+from conftest import COLOURS, make_photo
+from parkclf.classifier import Classifier
+from parkclf.images import ImageError
+from parkclf.transforms import dataset_transform, open_images
+
+
+@pytest.fixture
+def tiny_classifier(tiny_vit):
+    model = AutoModelForImageClassification.from_pretrained(tiny_vit)
+    model.config.id2label = {0: "blue", 1: "other"}
+    model.config.label2id = {"blue": 0, "other": 1}
+    model.config.out_of_scope_label = "other"
+    model.config.calibration_temperature = 1.5
+    model.config.abstain_threshold = 0.6
+    return Classifier(model, AutoImageProcessor.from_pretrained(tiny_vit), dtype=torch.float32)
+
+
+def test_training_eval_and_serving_see_identical_tensors(tiny_vit, tmp_path):
+    path = tmp_path / "p.jpg"
+    make_photo(COLOURS["red"], size=(900, 600), seed=3).save(path, quality=90)
+    processor = AutoImageProcessor.from_pretrained(tiny_vit)
+    train_eval = dataset_transform(processor)({"image": [{"path": str(path), "bytes": None}], "label": [0]})
+    clf = Classifier.from_pretrained(str(tiny_vit), dtype=torch.float32)
+    served = clf.pixel_values(open_images([str(path)], clf.image_processor))
+    assert torch.equal(train_eval["pixel_values"], served)
+
+
+def test_prediction_schema_and_out_of_scope_class_is_hidden(tiny_classifier):
+    pred = tiny_classifier.predict(make_photo(COLOURS["blue"]))
+    d = pred.to_dict()
+    assert set(d) == {"label", "confidences", "abstained"}
+    assert list(d["confidences"]) == ["blue"] and d["label"] == "blue"
+    assert math.isclose(sum(d["confidences"].values()), 1.0, rel_tol=1e-5)
+    assert isinstance(d["abstained"], bool)
+
+
+def test_abstains_below_the_stored_threshold(tiny_classifier):
+    tiny_classifier.threshold = 1.01
+    assert tiny_classifier.predict(make_photo(COLOURS["blue"])).abstained
+    tiny_classifier.threshold = 0.0
+    assert not tiny_classifier.predict(make_photo(COLOURS["blue"])).abstained
+
+
+def test_batch_matches_single(tiny_classifier):
+    photos = [make_photo(COLOURS["blue"], seed=s) for s in range(3)]
+    batch = tiny_classifier.predict_batch(photos)
+    for p, b in zip(photos, batch):
+        assert tiny_classifier.predict(p).confidences == pytest.approx(b.confidences, abs=1e-4)
+
+
+def test_unreadable_input_raises_image_error(tiny_classifier):
+    with pytest.raises(ImageError):
+        tiny_classifier.predict(b"not an image")
+
+
+def test_explain_returns_overlay_and_map(tiny_classifier):
+    overlay, pred, heat = tiny_classifier.explain(make_photo(COLOURS["blue"], size=(200, 100)))
+    assert overlay.size == (200, 100) and overlay.mode == "RGB"
+    assert heat.shape == (4, 4) and 0 <= heat.min() and heat.max() <= 1
+    assert pred.label == "blue"

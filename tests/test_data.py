@@ -1,0 +1,99 @@
+import json
+
+import pytest
+from PIL import Image
+
+from conftest import COLOURS, make_imagefolder, make_photo
+from hostile import cases
+from parkclf.data import DataReport, load_source, merge_extra, prepare
+
+BAD = {"truncated_jpeg", "zero_bytes", "text_as_jpg"}
+ODD_BUT_FINE = {"cmyk_jpeg", "png_16bit", "rgba_png", "grayscale_jpeg", "exif_orientation_6", "heic"}
+
+
+def seeded_folder(root):
+    make_imagefolder(root, per_class=12)
+    by_name = {c[0]: c for c in cases()}
+    for name in BAD | ODD_BUT_FINE:
+        _, data, filename, _ = by_name[name]
+        (root / "red" / f"{name}_{filename}").write_bytes(data)
+    (root / "red" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    (root / "blue" / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    return root
+
+
+def test_report_lists_exactly_the_unreadable_files(tmp_path):
+    root = seeded_folder(tmp_path / "data")
+    ds, report = prepare(load_source(str(root)), draft_size=32, source=str(root))
+    listed = {e["file"].split("/")[-1].split("_")[0] for e in report.unreadable}
+    names = sorted(e["file"].rsplit("/", 1)[-1] for e in report.unreadable)
+    assert len(report.unreadable) == 3, names
+    assert all(any(n.startswith(b) for b in BAD) for n in names)
+    total = sum(len(s) for s in ds.values())
+    # every odd-but-valid photo kept (the suite's CMYK and grey copies of one photo may count as a
+    # cross-split duplicate, which is reported, not lost); hidden files are never listed
+    assert total + len(report.duplicates_dropped) == 24 + len(ODD_BUT_FINE)
+    json.dumps(report.to_dict())
+    assert listed
+
+
+def test_stratified_seeded_split_80_10_10(tmp_path):
+    root = make_imagefolder(tmp_path / "d", per_class=20)
+    a, _ = prepare(load_source(str(root)), draft_size=32, seed=1)
+    b, _ = prepare(load_source(str(root)), draft_size=32, seed=1)
+    assert [len(a[s]) for s in ("train", "validation", "test")] == [32, 4, 4]
+    assert sorted(a["test"]["label"]) == [0, 0, 1, 1]
+    assert a["test"]["image"] == b["test"]["image"]
+
+
+def test_given_splits_are_kept(tmp_path):
+    make_imagefolder(tmp_path / "d" / "train", per_class=10)
+    make_imagefolder(tmp_path / "d" / "test", per_class=3, seed=500)
+    ds, _ = prepare(load_source(str(tmp_path / "d")), draft_size=32)
+    assert len(ds["test"]) == 6 and len(ds["train"]) + len(ds["validation"]) == 20
+
+
+def test_near_duplicate_of_a_test_photo_is_dropped_from_train(tmp_path):
+    root = make_imagefolder(tmp_path / "d" / "train", per_class=10)
+    make_imagefolder(tmp_path / "d" / "test", per_class=2, seed=500)
+    # the same shot, resized and re-encoded, sneaks into train
+    Image.open(root / "red" / "red_0.jpg")  # noqa: B018 - exists
+    src = tmp_path / "d" / "test" / "red" / "red_1.jpg"
+    Image.open(src).resize((128, 96)).save(root / "red" / "copy_of_test.jpg", quality=70)
+    ds, report = prepare(load_source(str(tmp_path / "d")), draft_size=32)
+    dropped = [d["train"] for d in report.duplicates_dropped]
+    assert any(p.endswith("copy_of_test.jpg") for p in dropped)
+    assert not any(im["path"].endswith("copy_of_test.jpg") for im in ds["train"]["image"])
+
+
+def test_one_class_is_refused_with_the_fix(tmp_path):
+    root = make_imagefolder(tmp_path / "d", per_class=5, classes=("red",))
+    with pytest.raises(ValueError, match="at least 2 class folders"):
+        prepare(load_source(str(root)), draft_size=32, source=str(root))
+
+
+def test_few_images_warns(tmp_path):
+    root = make_imagefolder(tmp_path / "d", per_class=8)
+    _, report = prepare(load_source(str(root)), draft_size=32)
+    assert any("only" in w for w in report.warnings)
+
+
+def test_empty_data_dir_names_the_layout(tmp_path):
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ValueError, match=r"expected .*/<class>/\*\.jpg"):
+        load_source(str(tmp_path / "d"))
+
+
+def test_extra_data_dir_is_added_to_train_by_label_name(tmp_path):
+    root = make_imagefolder(tmp_path / "d", per_class=10)
+    extra = tmp_path / "fb" / "red"
+    extra.mkdir(parents=True)
+    make_photo(COLOURS["red"], seed=99).save(extra / "fix.jpg")
+    ds = merge_extra(load_source(str(root)), str(tmp_path / "fb"))
+    assert len(ds["train"]) == 21
+    assert ds["train"].features["label"].names[ds["train"][-1]["label"]] == "red"
+
+
+def test_report_roundtrips():
+    r = DataReport(source="x", classes=["a", "b"])
+    assert r.to_dict()["classes"] == ["a", "b"]
