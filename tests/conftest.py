@@ -63,3 +63,8 @@ def tiny_vit(tmp_path_factory) -> Path:
 def imagefolder(tmp_path) -> Path:
     return make_imagefolder(tmp_path / "data")
 import sys, os; sys.path.insert(0, os.path.dirname(__file__))
+
+# Nothing here may reach the Hub: fail fast instead of waiting on the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -164,7 +164,8 @@ def _scan(split: datasets.Dataset, draft_size: int) -> datasets.Dataset:
         except FileNotFoundError as e:
             return {"phash": "", "error": f"missing file ({e})"}
 
-    return split.map(scan, desc="checking images", load_from_cache_file=False)
+    # keep_in_memory: several DDP ranks scan the same files at once; no shared cache file to race on
+    return split.map(scan, desc="checking images", load_from_cache_file=False, keep_in_memory=True)
 
 
 def _drop_leaks(ds: DatasetDict, report: DataReport) -> DatasetDict:
@@ -225,7 +226,8 @@ def prepare(ds: DatasetDict, *, draft_size: int, validation_fraction: float = 0.
             if groups:
                 ds["train"], ds[split_name] = _grouped_split(ds["train"], n / remaining, groups, seed)
             else:
-                parts = ds["train"].train_test_split(test_size=n, stratify_by_column="label", seed=seed)
+                parts = ds["train"].train_test_split(test_size=n, stratify_by_column="label", seed=seed,
+                                                     keep_in_memory=True)
                 ds["train"], ds[split_name] = parts["train"], parts["test"]
 
     ds = _drop_leaks(ds, report)

@@ -27,8 +27,6 @@ def push_model(folder: str | Path, repo_id: str, *, private: bool = False, api: 
 def deploy_space(space_id: str, *, model_id: str | None = None, root: str | Path = ".", private: bool = False,
                  api: HfApi | None = None) -> str:
     """Create or update a Gradio Space running this app; point it at ``model_id`` via the MODEL_ID variable."""
-    from gradio import __version__ as gradio_version  # noqa: F401  (the Space runs the pinned version from README)
-
     api = api or HfApi()
     api.create_repo(space_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
     if model_id:

@@ -38,7 +38,7 @@ def check_output_dir(output_dir: str, labels: list[str], overwrite: bool) -> Non
     out = Path(output_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write_test"
+        probe = out / f".write_test.{os.getpid()}"
         probe.write_bytes(b"0" * 1024)
         probe.unlink()
     except OSError as e:
@@ -180,7 +180,12 @@ def predict_logits(model, dataset, processor, batch_size: int = 64) -> tuple[tor
 
 
 def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArguments) -> dict:
+    from accelerate import PartialState
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Under torchrun / accelerate launch this joins the process group (gloo on CPU, nccl on GPU);
+    # every rank prepares the same seeded splits, and only the main process writes files.
+    state = PartialState()
     set_seed(args.seed)
     source = data_args.data_dir or data_args.dataset
     raw = data.load_source(data_args.data_dir, data_args.dataset,
@@ -199,7 +204,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
                                   test_fraction=data_args.test_fraction, groups=groups)
     report.hidden_skipped = data.list_hidden(data_args.data_dir)
     out = Path(args.output_dir)
-    (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    if state.is_main_process:
+        (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
 
     ckpt_dir = str(out / "checkpoints")
     last = get_last_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
@@ -208,17 +214,23 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
         fit_head(model, feats["train"], splits["train"]["label"], feats["validation"], splits["validation"]["label"],
                  args, str(out / "head"))
     else:
+        # The Trainer restores optimizer, scheduler and step, but its raw state-dict load does not map
+        # transformers 5's renamed ViT keys and silently keeps the fresh weights: load them here.
         logger.info("Resuming from %s", last)
+        model = AutoModelForImageClassification.from_pretrained(last, use_safetensors=True)
 
     if not model_args.freeze_backbone:
         steps_per_epoch = math.ceil(len(splits["train"]) / args.per_device_train_batch_size)
+        # Evaluate and save together (best-checkpoint selection needs both on the same schedule):
+        # every epoch, or every --save-steps steps so a kill loses little work.
+        schedule = ({"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": args.save_steps,
+                     "save_steps": args.save_steps} if args.save_steps else
+                    {"eval_strategy": "epoch", "save_strategy": "epoch"})
         targs = _trainer_args(
             args, ckpt_dir, num_train_epochs=args.num_train_epochs, per_device_train_batch_size=args.per_device_train_batch_size,
             per_device_eval_batch_size=64, lr_scheduler_type="cosine", warmup_steps=max(1, steps_per_epoch // 4),
-            eval_strategy="epoch", save_strategy="epoch" if not args.save_steps else "steps",
-            save_steps=args.save_steps or 500, save_total_limit=2,
-            **({"eval_steps": args.save_steps, "eval_strategy": "steps"} if args.save_steps else {}),
-            load_best_model_at_end=True, metric_for_best_model="accuracy", greater_is_better=True)
+            save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="accuracy",
+            greater_is_better=True, **schedule)
         optimizer = torch.optim.AdamW(layer_decay_groups(model, args.learning_rate, args.layer_decay, args.weight_decay))
         trainer = SmoothedTrainer(
             model=model, args=targs, label_smoothing=args.label_smoothing, optimizers=(optimizer, None),
@@ -233,6 +245,9 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
         logger.info("best checkpoint: %s (accuracy %s)", best, trainer.state.best_metric)
         model = AutoModelForImageClassification.from_pretrained(best, use_safetensors=True).to(model.device)
 
+    if not state.is_main_process:
+        state.wait_for_everyone()
+        return {}
     val_logits, val_labels = predict_logits(model, splits["validation"], processor)
     calib = calibration.fit(val_logits, val_labels, labels, OUT_OF_SCOPE if OUT_OF_SCOPE in labels else None,
                             keep_rate=args.abstain_keep_rate)
@@ -254,10 +269,10 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     card.write(out, metrics=metrics, report=report.to_dict(), base_model=model_args.model_name_or_path,
                dataset=data_args.dataset, license=args.license, hub_model_id=args.hub_model_id)
-    for tmp in ("head",):
-        shutil.rmtree(out / tmp, ignore_errors=True)
+    shutil.rmtree(out / "head", ignore_errors=True)
     if args.push_to_hub:
         hub.push_model(out, args.hub_model_id, private=args.hub_private)
+    state.wait_for_everyone()
     return metrics
 
 

@@ -1,0 +1,66 @@
+"""train.py as users run it: killed and resumed, and under torchrun with 2 CPU processes (gloo)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, make_imagefolder
+from live import free_port
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def train_cmd(data, model, out, *extra):
+    return [sys.executable, str(ROOT / "train.py"), "--data-dir", str(data), "--model-name-or-path", str(model),
+            "--output-dir", str(out), "--head-epochs", "3", "--per-device-train-batch-size", "4", "--bf16", "no",
+            "--early-stopping-patience", "100", *extra]
+
+
+def test_sigkill_mid_training_then_rerun_resumes_and_matches(tiny_vit, tmp_path):
+    data = make_imagefolder(tmp_path / "data", per_class=20)
+    args = ("--num-train-epochs", "6", "--save-steps", "3")
+    log = open(tmp_path / "first.log", "w")
+    first = subprocess.Popen(train_cmd(data, tiny_vit, tmp_path / "out", *args), env=ENV, stdout=log, stderr=log)
+    ckpts = tmp_path / "out" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None:
+        done = [p for p in ckpts.glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+        if done:
+            time.sleep(0.3)  # now somewhere in the middle of the next steps
+            break
+        time.sleep(0.05)
+    assert first.poll() is None, "training finished before it could be killed; make it longer"
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert not (tmp_path / "out" / "config.json").exists()
+    killed_at = max(int(p.name.split("-")[1]) for p in ckpts.glob("checkpoint-*"))
+
+    rerun = subprocess.run(train_cmd(data, tiny_vit, tmp_path / "out", *args), env=ENV, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "Resuming from" in rerun.stderr
+    state = json.loads(max(ckpts.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+                       .joinpath("trainer_state.json").read_text())
+    assert state["global_step"] > killed_at
+
+    straight = subprocess.run(train_cmd(data, tiny_vit, tmp_path / "straight", *args), env=ENV, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    resumed_m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    straight_m = json.loads((tmp_path / "straight" / "metrics.json").read_text())
+    assert abs(resumed_m["validation"]["accuracy"] - straight_m["validation"]["accuracy"]) <= 0.25
+    assert abs(resumed_m["test"]["accuracy"] - straight_m["test"]["accuracy"]) <= 0.25
+
+
+def test_torchrun_two_cpu_processes(tiny_vit, tmp_path):
+    data = make_imagefolder(tmp_path / "data", per_class=12)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           *train_cmd(data, tiny_vit, tmp_path / "out", "--num-train-epochs", "2")[1:]]
+    r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-4000:]
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert cfg["id2label"] == {"0": "blue", "1": "red"}
+    assert "[rank1]" in r.stderr or r.stderr.count("head fitted on cached features") == 2
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.5
