@@ -38,10 +38,12 @@ def page():
 
 
 def upload_and_read(page, url, photo: Path, shot: str) -> str:
-    page.goto(url, wait_until="networkidle")
+    page.goto(url, wait_until="domcontentloaded")
+    page.locator("input[type=file]").first.wait_for(state="attached", timeout=60_000)
     page.locator("input[type=file]").first.set_input_files(str(photo))
     verdict = page.locator("#verdict")
     verdict.get_by_text("%").wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)  # let the output settle out of its "pending" look
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / shot), full_page=True)
     return verdict.inner_text()

@@ -97,3 +97,24 @@ def test_extra_data_dir_is_added_to_train_by_label_name(tmp_path):
 def test_report_roundtrips():
     r = DataReport(source="x", classes=["a", "b"])
     assert r.to_dict()["classes"] == ["a", "b"]
+
+
+def test_select_classes_keeps_and_relabels(tmp_path):
+    from parkclf.data import select_classes
+
+    root = make_imagefolder(tmp_path / "d", per_class=5, classes=("red", "green", "blue"))
+    ds = select_classes(load_source(str(root)), ["red", "blue"])
+    assert ds["train"].features["label"].names == ["red", "blue"]
+    assert len(ds["train"]) == 10 and set(ds["train"]["label"]) == {0, 1}
+    with pytest.raises(ValueError, match="not found"):
+        select_classes(load_source(str(root)), ["purple"])
+
+
+def test_negatives_become_one_out_of_scope_class(tmp_path):
+    from parkclf.data import add_negatives
+
+    root = make_imagefolder(tmp_path / "d", per_class=5)
+    neg = make_imagefolder(tmp_path / "neg", per_class=3, classes=("green",), seed=77)
+    ds = add_negatives(load_source(str(root)), [str(neg)], "other")
+    assert ds["train"].features["label"].names == ["blue", "red", "other"]
+    assert ds["train"]["label"].count(2) == 3

@@ -54,11 +54,15 @@ def evaluate(logits: torch.Tensor, y, labels: list[str], config) -> dict:
     from sklearn.metrics import roc_auc_score
 
     ood = getattr(config, "out_of_scope_label", None)
-    _, score = in_scope_scores(logits, labels, config.calibration_temperature, ood)
+    probs, score = in_scope_scores(logits, labels, config.calibration_temperature, ood)
     y = np.asarray(y)
     ins = y != labels.index(ood) if ood in labels else np.ones_like(y, bool)
     kept = score >= config.abstain_threshold
-    out = {"in_scope_keep_rate": float(kept[ins].mean()) if ins.any() else None, "n_in_scope": int(ins.sum())}
+    real = [i for i, n in enumerate(labels) if n != ood]
+    # accuracy of the closest real class on in-scope photos: what /predict's "label" gets right
+    closest = np.asarray(real)[probs.argmax(-1)]
+    out = {"in_scope_keep_rate": float(kept[ins].mean()) if ins.any() else None, "n_in_scope": int(ins.sum()),
+           "in_scope_accuracy": float((closest[ins] == y[ins]).mean()) if ins.any() else None}
     if (~ins).any():
         out.update(out_of_scope_abstain_rate=float((~kept[~ins]).mean()), n_out_of_scope=int((~ins).sum()),
                    auroc=float(roc_auc_score(ins.astype(int), score)))

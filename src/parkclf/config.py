@@ -12,6 +12,8 @@ class DataArguments:
     data_dir: str | None = field(default=None, metadata={
         "help": "An imagefolder: DIR/<class>/*.jpg, or DIR/{train,validation,test}/<class>/*.jpg."})
     dataset: str | None = field(default=None, metadata={"help": "A Hub dataset id, instead of --data-dir."})
+    classes: list[str] = field(default_factory=list, metadata={
+        "help": "Use only these class folders (e.g. --classes yosemite yellowstone sequoia); default: all."})
     extra_data_dir: str | None = field(default=None, metadata={
         "help": "Another imagefolder added to train, e.g. the app's saved corrections (FEEDBACK_DIR)."})
     negatives_dir: list[str] = field(default_factory=list, metadata={
@@ -54,6 +56,11 @@ class TrainArguments:
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the output folder to the Hub (token from HF_TOKEN or `hf auth login`)."})
     hub_model_id: str | None = field(default=None, metadata={"help": "user/name of the Hub model repo for --push-to-hub."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo private."})
+    save_fp16: bool = field(default=False, metadata={
+        "help": "Store the weights as fp16 (half the size); config.json keeps float32, so loading computes in fp32."})
+    title: str | None = field(default=None, metadata={"help": "Title the app shows (stored in config.json)."})
+    card_notes: str | None = field(default=None, metadata={
+        "help": "A markdown file added to the model card's training-data section (provenance, licences)."})
     license: str = field(default="apache-2.0", metadata={"help": "License written into the model card."})
     abstain_keep_rate: float = field(default=0.95, metadata={
         "help": "Pick the abstain threshold so this share of in-scope validation photos is still answered."})

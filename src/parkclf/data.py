@@ -85,6 +85,22 @@ def load_source(data_dir: str | None = None, dataset: str | None = None, *,
     return ds.select_columns(["image", "label"])
 
 
+def select_classes(ds: DatasetDict, classes: list[str]) -> DatasetDict:
+    """Keep only the named class folders, relabelled 0..n-1 in the given order."""
+    names = ds["train"].features["label"].names
+    missing = [c for c in classes if c not in names]
+    if missing:
+        raise ValueError(f"--classes {missing} not found; the data has class folders {names}.")
+    old_to_new = {names.index(c): i for i, c in enumerate(classes)}
+    features = datasets.Features({"image": datasets.Image(decode=False), "label": ClassLabel(names=list(classes))})
+    out = DatasetDict()
+    for split, d in ds.items():
+        d = d.filter(lambda y: y in old_to_new, input_columns="label", keep_in_memory=True)
+        out[split] = d.map(lambda y: {"label": old_to_new[y]}, input_columns="label", features=features,
+                           keep_in_memory=True)
+    return out
+
+
 def _image_files(root: Path) -> list[str]:
     exts = {e.lower() for e in ImageFolder.EXTENSIONS}
     return sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts and not is_hidden(p))

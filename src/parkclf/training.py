@@ -179,6 +179,15 @@ def predict_logits(model, dataset, processor, batch_size: int = 64) -> tuple[tor
     return torch.cat(out), np.asarray(dataset["label"])
 
 
+def store_fp16(folder: Path) -> None:
+    """Rewrite model.safetensors with fp16 tensors; from_pretrained upcasts to the config's float32."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(folder) / "model.safetensors"
+    tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_file(path).items()}
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
 def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArguments) -> dict:
     from accelerate import PartialState
 
@@ -190,6 +199,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
     source = data_args.data_dir or data_args.dataset
     raw = data.load_source(data_args.data_dir, data_args.dataset,
                            image_column=data_args.image_column, label_column=data_args.label_column)
+    if data_args.classes:
+        raw = data.select_classes(raw, data_args.classes)
     if data_args.extra_data_dir:
         raw = data.merge_extra(raw, data_args.extra_data_dir)
     if data_args.negatives_dir:
@@ -252,6 +263,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
     calib = calibration.fit(val_logits, val_labels, labels, OUT_OF_SCOPE if OUT_OF_SCOPE in labels else None,
                             keep_rate=args.abstain_keep_rate)
     model.config.update(calib)
+    model.config.title = args.title or f"Image classifier: {', '.join(n for n in labels if n != OUT_OF_SCOPE)}"
     test_logits, test_labels = predict_logits(model, splits["test"], processor)
     metric = load_classification()
     metrics = {"test": metric.compute(predictions=test_logits.argmax(-1).numpy(), references=test_labels,
@@ -264,11 +276,14 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
                "freeze_backbone": model_args.freeze_backbone, "source": source}
     logger.info("test accuracy %.4f, macro-F1 %.4f", metrics["test"]["accuracy"], metrics["test"]["macro_f1"])
 
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out)
     processor.save_pretrained(out)
+    if args.save_fp16:
+        store_fp16(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     card.write(out, metrics=metrics, report=report.to_dict(), base_model=model_args.model_name_or_path,
-               dataset=data_args.dataset, license=args.license, hub_model_id=args.hub_model_id)
+               dataset=data_args.dataset, license=args.license, hub_model_id=args.hub_model_id,
+               provenance=Path(args.card_notes).read_text() if args.card_notes else "")
     shutil.rmtree(out / "head", ignore_errors=True)
     if args.push_to_hub:
         hub.push_model(out, args.hub_model_id, private=args.hub_private)

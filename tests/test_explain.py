@@ -1,0 +1,46 @@
+"""The explanation must mean something: hiding what it points at hurts the prediction more than hiding
+the same amount of image chosen at random (deletion test, Samek et al. 2017)."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import EMBEDDED, PARKS, needs_shared
+from parkclf.classifier import Classifier
+from parkclf.explain import relevance_map
+from parkclf.transforms import open_images
+
+
+def occlude(pixel_values, patches, patch):
+    x = pixel_values.clone()
+    gw = x.shape[-1] // patch
+    for i in patches:
+        r, c = divmod(int(i), gw)
+        x[..., r * patch:(r + 1) * patch, c * patch:(c + 1) * patch] = 0  # the dataset mean after normalising
+    return x
+
+
+@needs_shared
+@pytest.mark.skipif(not EMBEDDED.exists(), reason="the embedded model is missing")
+def test_occluding_the_top_region_hurts_more_than_a_random_region():
+    clf = Classifier.from_pretrained(str(EMBEDDED), dtype=torch.float32)
+    files = [f for park in ("yosemite", "yellowstone", "sequoia") for f in sorted((PARKS / park).iterdir())[:6]]
+    rng = np.random.default_rng(0)
+    real = [i for i, n in enumerate(clf.all_labels) if n != clf.out_of_scope_label]
+    top_drops, random_drops = [], []
+    for f in files:
+        pv = clf.pixel_values(open_images([str(f)], clf.image_processor))
+        heat, logits = relevance_map(clf.model, pv, real)
+        target = real[int(logits[0, real].argmax())]
+        k = heat.size // 8  # an eighth of the image
+        patch = clf.model.config.patch_size
+
+        def prob(x):
+            with torch.no_grad():
+                return torch.softmax(clf.model(pixel_values=x).logits.float(), -1)[0, target].item()
+
+        base = prob(pv)
+        top_drops.append(base - prob(occlude(pv, np.argsort(heat.ravel())[::-1][:k], patch)))
+        random_drops.append(np.mean([base - prob(occlude(pv, rng.choice(heat.size, k, replace=False), patch))
+                                     for _ in range(3)]))
+    assert np.mean(top_drops) > np.mean(random_drops), (np.mean(top_drops), np.mean(random_drops))

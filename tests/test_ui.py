@@ -1,0 +1,51 @@
+"""ui.py in-process: the page builds from any Classifier, and the feedback loop writes an imagefolder."""
+
+import csv
+
+import pytest
+import torch
+
+from conftest import COLOURS, make_photo
+from parkclf.classifier import Classifier, Prediction
+from parkclf.training import main as train_main
+from parkclf.ui import AppOptions, build_demo, save_feedback, verdict
+
+
+def test_verdict_says_none_of_them_when_abstaining():
+    p = Prediction(label="yosemite", confidences={"sequoia": 0.2, "yellowstone": 0.3, "yosemite": 0.5}, abstained=True,
+                   score=0.1)
+    text = verdict(p, ["sequoia", "yellowstone", "yosemite"])
+    assert "doesn't look like sequoia, yellowstone or yosemite" in text and "yosemite" in text
+    p.abstained = False
+    assert verdict(p, ["sequoia", "yellowstone", "yosemite"]).startswith("**yosemite**")
+
+
+def test_demo_builds_with_named_endpoints(tiny_vit):
+    demo = build_demo(Classifier.from_pretrained(str(tiny_vit), dtype=torch.float32), AppOptions(feedback_dir="/nonexistent"))
+    names = {d.api_name for d in demo.fns.values() if d.api_name}
+    assert {"predict", "predict_batch", "explain"} <= names
+
+
+def test_correction_is_saved_as_imagefolder_and_trains(tiny_vit, imagefolder, tmp_path):
+    photo = tmp_path / "upload.jpg"
+    make_photo(COLOURS["red"], seed=42).save(photo)
+    fb = tmp_path / "feedback"
+    dest = save_feedback(str(fb), str(photo), "red", "blue")
+    assert dest.parent == fb / "red" and dest.exists()
+    rows = list(csv.DictReader(open(fb / "feedback.csv")))
+    assert rows[0]["label"] == "red" and rows[0]["predicted"] == "blue"
+    out = tmp_path / "out"
+    train_main(["--data-dir", str(imagefolder), "--extra-data-dir", str(fb), "--model-name-or-path", str(tiny_vit),
+                "--output-dir", str(out), "--freeze-backbone", "--head-epochs", "2", "--bf16", "no"])
+    import json
+
+    counts = json.loads((out / "data_report.json").read_text())["counts"]
+    assert sum(sum(c.values()) for c in counts.values()) == 25  # 24 photos + the correction
+
+
+def test_feedback_refuses_an_unknown_class_folder(tiny_vit, imagefolder, tmp_path):
+    (tmp_path / "fb" / "purple").mkdir(parents=True)
+    make_photo(COLOURS["red"]).save(tmp_path / "fb" / "purple" / "x.jpg")
+    with pytest.raises(ValueError, match="purple"):
+        train_main(["--data-dir", str(imagefolder), "--extra-data-dir", str(tmp_path / "fb"), "--model-name-or-path",
+                    str(tiny_vit), "--output-dir", str(tmp_path / "o"), "--freeze-backbone"])
