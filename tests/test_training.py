@@ -48,3 +48,26 @@ def test_label_set_mismatch_is_refused_without_overwrite(tiny_vit, imagefolder, 
 def test_missing_data_dir_names_the_fix(tiny_vit, tmp_path):
     with pytest.raises(FileNotFoundError, match="expected .*<class>"):
         main(["--data-dir", str(tmp_path / "nope"), "--model-name-or-path", str(tiny_vit), "--output-dir", str(tmp_path / "o")])
+
+
+def test_unwritable_output_dir_names_the_problem(tiny_vit, imagefolder, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit, match="Cannot write to --output-dir .*writable folder"):
+        main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit),
+              "--output-dir", str(blocker / "out"), "--freeze-backbone"])
+
+
+def test_layer_decay_gives_lower_layers_smaller_learning_rates(tiny_vit):
+    from transformers import AutoModelForImageClassification
+
+    from parkclf.training import layer_decay_groups
+
+    model = AutoModelForImageClassification.from_pretrained(tiny_vit)
+    groups = layer_decay_groups(model, 1e-3, 0.5, 0.05)
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    head = lr_of[id(named["classifier.weight"])]
+    emb = lr_of[id(named["vit.embeddings.patch_embeddings.projection.weight"])]
+    layer = [n for n in named if ".0." in n and "q_proj.weight" in n][0]
+    assert head == 1e-3 and emb < lr_of[id(named[layer])] < head

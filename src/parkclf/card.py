@@ -21,7 +21,10 @@ Image classifier for **{{ labels | join(", ") }}**, fine-tuned from `{{ base_mod
 
 | metric | value |
 |---|---|
-| accuracy | {{ "%.3f" | format(accuracy) }} |
+| accuracy (all classes) | {{ "%.3f" | format(accuracy) }} |
+{%- if abstain.in_scope_accuracy is not none and calibration.out_of_scope_label %}
+| accuracy on in-scope photos (closest real class) | {{ "%.3f" | format(abstain.in_scope_accuracy) }} ({{ abstain.n_in_scope }} photos) |
+{%- endif %}
 | macro-F1 | {{ "%.3f" | format(macro_f1) }} |
 {%- if abstain.in_scope_keep_rate is not none %}
 | in-scope photos answered (not abstained) | {{ "%.3f" | format(abstain.in_scope_keep_rate) }} |
@@ -110,21 +113,21 @@ def save_confusion_png(path: Path, matrix: list[list[int]], labels: list[str]) -
 
 
 def write(out: Path, *, metrics: dict, report: dict, base_model: str, dataset: str | None, license: str,
-          hub_model_id: str | None, provenance: str = "", extra: str = "") -> ModelCard:
+          hub_model_id: str | None, provenance: str = "", extra: str = "", title: str | None = None) -> ModelCard:
     labels = metrics["labels"]
     test = metrics["test"]
     save_confusion_png(out / CONFUSION_PNG, test["confusion_matrix"], labels)
-    name = hub_model_id or out.name
+    name = title or hub_model_id or out.name
+    data_name = dataset or Path(str(metrics.get("source") or "imagefolder")).name
     card_data = ModelCardData(
         license=license, library_name="transformers", pipeline_tag="image-classification",
-        base_model=base_model if "/" in base_model and not Path(base_model).exists() else None,
-        datasets=[dataset] if dataset else None, tags=["image-classification", "vision", "parkclf"],
+        base_model=base_model, datasets=[data_name], tags=["image-classification", "vision", "parkclf"],
         model_name=name,
         eval_results=[EvalResult(task_type="image-classification", dataset_type=dataset or "imagefolder",
-                                 dataset_name=dataset or metrics.get("source") or "imagefolder", dataset_split="test",
+                                 dataset_name=data_name, dataset_split="test",
                                  metric_type="accuracy", metric_value=round(test["accuracy"], 4)),
                       EvalResult(task_type="image-classification", dataset_type=dataset or "imagefolder",
-                                 dataset_name=dataset or metrics.get("source") or "imagefolder", dataset_split="test",
+                                 dataset_name=data_name, dataset_split="test",
                                  metric_type="f1", metric_name="macro-F1", metric_value=round(test["macro_f1"], 4))])
     per_class = [{"name": n, "p": test["precision"][i], "r": test["recall"][i], "f": test["f1"][i],
                   "n": test["support"][i]} for i, n in enumerate(labels)]
@@ -138,3 +141,31 @@ def write(out: Path, *, metrics: dict, report: dict, base_model: str, dataset: s
         space_or_url="user/space-name or http://127.0.0.1:7860")
     card.save(out / "README.md")
     return card
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Re-render a trained folder's card from its metrics.json and data_report.json (e.g. after editing notes).
+
+        python -m parkclf.card models/parks-vit-small --card-notes docs/parks-card-notes.md
+    """
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folder")
+    p.add_argument("--card-notes", help="markdown added to the training-data section")
+    p.add_argument("--base-model", help="Hub id of the base model (default: the one in metrics.json)")
+    p.add_argument("--license", default="apache-2.0")
+    p.add_argument("--hub-model-id")
+    a = p.parse_args(argv)
+    out = Path(a.folder)
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    write(out, metrics=metrics, report=json.loads((out / "data_report.json").read_text()),
+          base_model=a.base_model or metrics["base_model"], dataset=None, license=a.license,
+          hub_model_id=a.hub_model_id, provenance=Path(a.card_notes).read_text() if a.card_notes else "",
+          title=config.get("title"))
+
+
+if __name__ == "__main__":
+    main()

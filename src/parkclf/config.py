@@ -59,6 +59,8 @@ class TrainArguments:
     save_fp16: bool = field(default=False, metadata={
         "help": "Store the weights as fp16 (half the size); config.json keeps float32, so loading computes in fp32."})
     title: str | None = field(default=None, metadata={"help": "Title the app shows (stored in config.json)."})
+    base_model_id: str | None = field(default=None, metadata={
+        "help": "Hub id named as base_model in the card when --model-name-or-path is a local copy of it."})
     card_notes: str | None = field(default=None, metadata={
         "help": "A markdown file added to the model card's training-data section (provenance, licences)."})
     license: str = field(default="apache-2.0", metadata={"help": "License written into the model card."})

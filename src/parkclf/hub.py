@@ -11,7 +11,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 
 # What a Space needs to run app.py: nothing else from the repository is uploaded.
-SPACE_FILES = ["app.py", "requirements.txt", "README.md", "src/**", "models/**"]
+SPACE_FILES = ["app.py", "requirements.txt", "README.md", "src/**", "models/**", "examples/**"]
 SPACE_IGNORE = ["**/__pycache__/**", "**/*.pyc", "**/checkpoints/**"]
 MODEL_IGNORE = ["checkpoints/**", "head/**", "**/.write_test"]
 

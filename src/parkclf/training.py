@@ -276,14 +276,19 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
                "freeze_backbone": model_args.freeze_backbone, "source": source}
     logger.info("test accuracy %.4f, macro-F1 %.4f", metrics["test"]["accuracy"], metrics["test"]["macro_f1"])
 
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
-    if args.save_fp16:
-        store_fp16(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    card.write(out, metrics=metrics, report=report.to_dict(), base_model=model_args.model_name_or_path,
-               dataset=data_args.dataset, license=args.license, hub_model_id=args.hub_model_id,
-               provenance=Path(args.card_notes).read_text() if args.card_notes else "")
+    try:
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
+        if args.save_fp16:
+            store_fp16(out)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        card.write(out, metrics=metrics, report=report.to_dict(),
+                   base_model=args.base_model_id or model_args.model_name_or_path, title=model.config.title,
+                   dataset=data_args.dataset, license=args.license, hub_model_id=args.hub_model_id,
+                   provenance=Path(args.card_notes).read_text() if args.card_notes else "")
+    except OSError as e:  # disk full or folder removed mid-run: say so; the checkpoints stay for a rerun
+        raise SystemExit(f"Could not write the model to {out} ({e.strerror or e}); free some space or choose "
+                         "another --output-dir, then rerun the same command (it resumes).") from None
     shutil.rmtree(out / "head", ignore_errors=True)
     if args.push_to_hub:
         hub.push_model(out, args.hub_model_id, private=args.hub_private)
