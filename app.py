@@ -15,7 +15,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "src"))
 
+import logging  # noqa: E402
+
 from parkclf.serve import create_demo, launch  # noqa: E402
+
+logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
 EMBEDDED_MODEL = ROOT / "models" / "parks-vit-small"
 

@@ -198,13 +198,15 @@ def cold_start(model_dir: Path, photo: Path) -> float:
         proc.wait()
 
 
-def through_client(model_dir: Path, photo: Path, n1: int, n8: int) -> dict:
+def through_client(model_dir: Path, photo: Path, n1: int, n8: int, soak: int) -> dict:
     out = {}
     for name, cmd in [("naive", [sys.executable, "benchmarks/naive_app.py"]),
                       ("ours", [sys.executable, "app.py", "--model", str(model_dir)])]:
         proc, url, _ = serve(cmd, {"MODEL_ID": str(model_dir)})
         try:
             out[name] = {"one_client": client_load(url, photo, 1, n1), "eight_clients": client_load(url, photo, 8, n8)}
+            if name == "ours" and soak:
+                out["load_8_clients_x_%d" % soak] = client_load(url, photo, 8, soak)
         finally:
             proc.terminate()
             proc.wait()
@@ -256,7 +258,8 @@ def main(argv=None):
         result["in_process_shared_photos"] = {"n": len(per_photo), "p50_ms": round(p50(per_photo), 1),
                                               "p95_ms": round(p95(per_photo), 1)}
         result["agreement_vs_fp32"] = agreement(model, shared[: (5 if a.smoke else None)])
-    result["client"] = through_client(model, images["12MP real photo (q92)"], 3 if a.smoke else 30, 2 if a.smoke else 10)
+    result["client"] = through_client(model, images["12MP real photo (q92)"], 3 if a.smoke else 30, 2 if a.smoke else 10,
+                                      0 if a.smoke else 50)
     result["cold_start_s"] = cold_start(model, images["12MP real photo (q92)"])
     if a.training:
         result["training"] = training(a.smoke)
@@ -281,6 +284,10 @@ def report(r: dict) -> str:
                      f"{ov['p50_ms']} / {ov['p95_ms']} ms | {round(nv['p50_ms'] / ov['p50_ms'], 2)}x |")
         lines.append(f"| gradio_client, {k.replace('_', ' ')}: throughput | {nv['images_per_s']}/s | {ov['images_per_s']}/s | "
                      f"{round(ov['images_per_s'] / nv['images_per_s'], 2)}x |")
+    for k, v in c.items():
+        if k.startswith("load_"):
+            lines.append(f"| {k}: errors, p50 / p95, throughput | | {v['errors']} errors, {v['p50_ms']} / {v['p95_ms']} ms, "
+                         f"{v['images_per_s']}/s | |")
     lines.append(f"| cold start to first answer | | {r['cold_start_s']} s | |")
     if "agreement_vs_fp32" in r:
         g = r["agreement_vs_fp32"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-from conftest import COLOURS, make_photo
+from conftest import COLOURS, EMBEDDED, PARKS, make_photo, needs_shared
 from parkclf.classifier import Classifier
 from parkclf.images import ImageError
 from parkclf.transforms import dataset_transform, open_images
@@ -64,3 +64,20 @@ def test_explain_returns_overlay_and_map(tiny_classifier):
     assert overlay.size == (200, 100) and overlay.mode == "RGB"
     assert heat.shape == (4, 4) and 0 <= heat.min() and heat.max() <= 1
     assert pred.label == "blue"
+
+
+@needs_shared
+@pytest.mark.skipif(not EMBEDDED.exists(), reason="the embedded model is missing")
+def test_fast_path_agrees_with_the_plain_fp32_pipeline_on_real_photos():
+    """Guard for the serving speed-ups (draft JPEG decoding, bf16 weights): same top-1 as the reference."""
+    from PIL import Image
+    from transformers import pipeline
+
+    ref = pipeline("image-classification", model=str(EMBEDDED), dtype=torch.float32)
+    fast = Classifier.from_pretrained(str(EMBEDDED))
+    files = [f for park in ("yosemite", "yellowstone", "sequoia") for f in sorted((PARKS / park).iterdir())[:4]]
+    for f in files:
+        r = ref(Image.open(f).convert("RGB"), top_k=None)
+        expected = max(r, key=lambda d: d["score"])["label"]
+        logits = fast.logits(open_images([str(f)], fast.image_processor))[0]
+        assert fast.all_labels[int(logits.argmax())] == expected, f

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 from .classifier import Classifier
-from .ui import AppOptions, Example, about_markdown, build_demo
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +17,9 @@ MAX_FILE_SIZE = "20mb"
 CONCURRENCY = 2
 
 
-def load_examples(folder: Path) -> list[Example]:
+def load_examples(folder: Path) -> list:
+    from .ui import Example
+
     credits = folder / "credits.tsv"
     if not credits.exists():
         return []
@@ -31,6 +32,8 @@ def create_demo(model: str, *, examples_dir: Path | None = None, feedback_dir: s
     classifier = Classifier.from_pretrained(model)
     classifier.warm_up()
     logger.info("model %s loaded and warmed up in %.1fs", model, time.perf_counter() - t)
+    from .ui import AppOptions, about_markdown, build_demo
+
     local = model if Path(model).is_dir() else None
     options = AppOptions(examples=load_examples(examples_dir) if examples_dir else [],
                          about=about_markdown(local, classifier, Path(model).name if local else model),

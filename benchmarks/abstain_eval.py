@@ -1,0 +1,56 @@
+"""How well the app's in-scope score separates its classes from everything else, on folders of photos.
+
+    python benchmarks/abstain_eval.py --model models/parks-vit-small \
+        --in-scope DIR [DIR ...] --out-of-scope street=../shared/data/intel-scenes/test/street [NAME=DIR ...]
+
+Prints, per out-of-scope set: the share abstained and the AUROC of the in-scope score (in-scope vs that set),
+plus the in-scope keep-rate at the checkpoint's threshold. Goes through Classifier, i.e. the app's path.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def files(d: str) -> list[str]:
+    return sorted(str(p) for p in Path(d).rglob("*") if p.is_file() and not p.name.startswith(".")
+                  and p.suffix.lower() in {".jpg", ".jpeg", ".png", ".webp", ".heic"})
+
+
+def scores(clf, paths):
+    out = []
+    for i in range(0, len(paths), 32):
+        out += clf.predict_batch(paths[i:i + 32])
+    return out
+
+
+def main(argv=None):
+    from sklearn.metrics import roc_auc_score
+
+    from parkclf.classifier import Classifier
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--in-scope", nargs="+", required=True)
+    p.add_argument("--out-of-scope", nargs="+", required=True, help="NAME=DIR pairs")
+    a = p.parse_args(argv)
+    clf = Classifier.from_pretrained(a.model)
+    ins = scores(clf, [f for d in a.in_scope for f in files(d)])
+    result = {"model": a.model, "threshold": clf.threshold, "n_in_scope": len(ins),
+              "in_scope_keep_rate": round(sum(not p.abstained for p in ins) / len(ins), 4), "out_of_scope": {}}
+    for pair in a.out_of_scope:
+        name, d = pair.split("=", 1)
+        outs = scores(clf, files(d))
+        y = [1] * len(ins) + [0] * len(outs)
+        s = [p.score for p in ins] + [p.score for p in outs]
+        result["out_of_scope"][name] = {"n": len(outs), "abstained": round(sum(p.abstained for p in outs) / len(outs), 4),
+                                        "auroc": round(roc_auc_score(y, s), 4)}
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
