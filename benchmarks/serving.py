@@ -258,6 +258,12 @@ def main(argv=None):
         result["in_process_shared_photos"] = {"n": len(per_photo), "p50_ms": round(p50(per_photo), 1),
                                               "p95_ms": round(p95(per_photo), 1)}
         result["agreement_vs_fp32"] = agreement(model, shared[: (5 if a.smoke else None)])
+    photo = images["12MP real photo (q92)"]
+    pred_ms = p50(time_calls(clf.predict, photo, n)) if shared else None
+    expl_ms = p50(time_calls(clf.explain, photo, n)) if shared else None
+    if pred_ms:
+        result["explain_vs_predict"] = {"predict_ms": round(pred_ms, 1), "explain_ms": round(expl_ms, 1),
+                                        "ratio": round(expl_ms / pred_ms, 2)}
     result["client"] = through_client(model, images["12MP real photo (q92)"], 3 if a.smoke else 30, 2 if a.smoke else 10,
                                       0 if a.smoke else 50)
     result["cold_start_s"] = cold_start(model, images["12MP real photo (q92)"])
@@ -294,6 +300,9 @@ def report(r: dict) -> str:
         s = r["in_process_shared_photos"]
         lines.append(f"| shared photos in-process p50 / p95 | | {s['p50_ms']} / {s['p95_ms']} ms | |")
         lines.append(f"| top-1 agreement with fp32 pipeline ({g['n']} photos) | | {g['top1_agreement']} (max prob diff {g['max_prob_diff']}) | |")
+    if "explain_vs_predict" in r:
+        e = r["explain_vs_predict"]
+        lines.append(f"| /explain vs /predict in-process (12MP real) | {e['predict_ms']} ms | {e['explain_ms']} ms | {e['ratio']}x cost |")
     for k, v in r.get("training", {}).items():
         lines.append(f"| training {k} on intel-scenes | | {v['wall_s']} s, test acc {v['test_accuracy']} | |")
     return "\n".join(lines)
