@@ -58,3 +58,17 @@ def test_upload_a_photo_and_read_the_label(server, page):
 def test_out_of_scope_photo_is_answered_honestly(server, page):
     text = upload_and_read(page, server.url, ROOT / "examples" / "arch-delicate-arch.jpg", "browser-arches.png")
     assert "doesn't look like" in text, text
+
+
+def test_explanation_toggle_shows_the_overlay(server, page):
+    page.goto(server.url, wait_until="domcontentloaded")
+    page.locator("input[type=file]").first.wait_for(state="attached", timeout=60_000)
+    page.get_by_label("Show which pixels decided (explanation overlay)").check()
+    page.locator("input[type=file]").first.set_input_files(str(ROOT / "examples" / "yell-wolf-in-gardiner-basin.jpg"))
+    page.locator("#verdict").get_by_text("%").wait_for(timeout=60_000)
+    overlay = page.locator("#explanation img")
+    overlay.first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "browser-explain.png"), full_page=True)
+    assert overlay.count() >= 1

@@ -131,7 +131,7 @@ def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.
             with gr.Column():
                 verdict_md = gr.Markdown(elem_id="verdict")
                 label = gr.Label(num_top_classes=min(3, len(labels)), label="Prediction", elem_id="prediction")
-                heatmap = gr.Image(label="Which pixels decided", visible=False, interactive=False)
+                heatmap = gr.Image(label="Which pixels decided", visible=False, interactive=False, elem_id="explanation")
                 if opts.feedback_dir:
                     with gr.Accordion("Wrong? Tell us the right answer", open=False):
                         correct = gr.Dropdown(labels, label="The right class")
