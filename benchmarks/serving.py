@@ -11,7 +11,6 @@ Models: the embedded checkpoint, and a ViT-B/16 with random weights built here (
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform

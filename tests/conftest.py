@@ -12,6 +12,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "tests"))  # the helper modules hostile.py and live.py
 SHARED = Path(os.environ.get("PARKCLF_SHARED", ROOT.parent / "shared"))
 BACKBONE = SHARED / "models" / "vit-small-dinov2"
 PARKS = SHARED / "data" / "parks"
@@ -62,7 +63,6 @@ def tiny_vit(tmp_path_factory) -> Path:
 @pytest.fixture
 def imagefolder(tmp_path) -> Path:
     return make_imagefolder(tmp_path / "data")
-import sys, os; sys.path.insert(0, os.path.dirname(__file__))
 
 # Nothing here may reach the Hub: fail fast instead of waiting on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,6 +1,5 @@
 """Publishing is tested up to the huggingface_hub call: nothing reaches the Hub from here."""
 
-import sys
 
 import pytest
 

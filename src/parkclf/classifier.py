@@ -6,7 +6,6 @@ calibration temperature, abstain threshold and the out-of-scope class.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,9 +17,6 @@ from .calibration import in_scope_scores
 from .hardware import bf16_supported
 from .images import ImageSource
 from .transforms import image_size, open_images, pixel_values
-
-logger = logging.getLogger(__name__)
-
 
 @dataclass
 class Prediction:
