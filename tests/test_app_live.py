@@ -108,3 +108,15 @@ def test_concurrent_clients_get_no_errors(server):
         t.join(120)
     assert not errors, errors[:3]
     assert len(done) == n_clients * n_requests
+
+
+def test_oversized_upload_is_refused_and_the_server_keeps_answering(client, tmp_path):
+    from parkclf.images import MAX_BYTES
+
+    big = tmp_path / "huge.jpg"
+    with open(big, "wb") as f:
+        f.write(b"\xff\xd8\xff")
+        f.truncate(MAX_BYTES + 1024)
+    with pytest.raises((AppError, ValueError), match="maximum file size"):
+        client.predict(handle_file(str(big)), api_name="/predict")
+    check_prediction(client.predict(handle_file(str(EXAMPLES / "seki-giant-sequoia-tree.jpg")), api_name="/predict"))

@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from .classifier import Classifier
+from .images import MAX_BYTES
 
 logger = logging.getLogger(__name__)
 
-MAX_FILE_SIZE = "20mb"
 # Two requests in flight keep both cores busy (one decodes while the other runs the model); more
 # only queue inside torch. Measured in benchmarks/serving.py.
 CONCURRENCY = 2
@@ -44,5 +44,5 @@ def create_demo(model: str, *, examples_dir: Path | None = None, feedback_dir: s
 def launch(demo, *, share: bool = False, feedback_dir: str | None = None, **kw):
     # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are read by launch() itself when not passed here.
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
-    return demo.launch(share=share, max_file_size=MAX_FILE_SIZE, show_error=False,
+    return demo.launch(share=share, max_file_size=MAX_BYTES, show_error=False,
                        allowed_paths=[], blocked_paths=[feedback_dir] if feedback_dir else None, **kw)
