@@ -39,7 +39,8 @@ def make_imagefolder(root: Path, per_class: int = 12, classes=("red", "blue"), s
         d = root / c
         d.mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            make_photo(COLOURS[c], size=size, seed=seed + 1000 * ci + i).save(d / f"{c}_{i}.jpg", quality=90)
+            colour = COLOURS.get(c) or list(COLOURS.values())[ci % len(COLOURS)]
+            make_photo(colour, size=size, seed=seed + 1000 * ci + i).save(d / f"{c}_{i}.jpg", quality=90)
     return root
 
 

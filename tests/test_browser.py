@@ -72,3 +72,38 @@ def test_explanation_toggle_shows_the_overlay(server, page):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-explain.png"), full_page=True)
     assert overlay.count() >= 1
+
+
+def test_correction_saved_through_the_page_becomes_training_data(page, tmp_path, tiny_vit):
+    """Feedback loop end to end: the page saves an imagefolder that train.py --extra-data-dir reads."""
+    import json
+
+    from parkclf.training import main as train_main
+
+    feedback = tmp_path / "feedback"
+    srv = AppServer(env={"FEEDBACK_DIR": str(feedback)})
+    try:
+        srv.wait()
+        page.goto(srv.url, wait_until="domcontentloaded")
+        page.locator("input[type=file]").first.wait_for(state="attached", timeout=60_000)
+        page.locator("input[type=file]").first.set_input_files(str(ROOT / "examples" / "zion-temples-towers-sunrise.jpg"))
+        page.locator("#verdict").get_by_text("%").wait_for(timeout=60_000)
+        page.get_by_text("Wrong? Tell us the right answer").click()
+        page.get_by_label("The right class").click()
+        page.get_by_role("option", name="yosemite").click()
+        page.get_by_role("button", name="Save correction").click()
+        page.get_by_text("Saved as").wait_for(timeout=30_000)
+    finally:
+        srv.stop()
+    saved = list((feedback / "yosemite").glob("*"))
+    assert len(saved) == 1 and (feedback / "feedback.csv").exists()
+
+    # the saved folder is an imagefolder with the app's label names: train.py reads it as extra train data
+    from conftest import make_imagefolder
+
+    data = make_imagefolder(tmp_path / "data", per_class=10, classes=("sequoia", "yellowstone", "yosemite"))
+    out = tmp_path / "out"
+    train_main(["--data-dir", str(data), "--extra-data-dir", str(feedback), "--model-name-or-path", str(tiny_vit),
+                "--output-dir", str(out), "--freeze-backbone", "--head-epochs", "2", "--bf16", "no"])
+    counts = json.loads((out / "data_report.json").read_text())["counts"]
+    assert sum(sum(c.values()) for c in counts.values()) == 31  # 30 photos + the correction
