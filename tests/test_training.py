@@ -71,3 +71,16 @@ def test_layer_decay_gives_lower_layers_smaller_learning_rates(tiny_vit):
     emb = lr_of[id(named["vit.embeddings.patch_embeddings.projection.weight"])]
     layer = [n for n in named if ".0." in n and "q_proj.weight" in n][0]
     assert head == 1e-3 and emb < lr_of[id(named[layer])] < head
+
+
+def test_a_checkpoint_cut_off_mid_save_is_skipped(tmp_path):
+    from parkclf.training import last_complete_checkpoint
+
+    done, cut = tmp_path / "checkpoint-3", tmp_path / "checkpoint-6"
+    for d in (done, cut):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"x")
+    (done / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(str(tmp_path)) == str(done)
+    assert not cut.exists()
+    assert last_complete_checkpoint(str(tmp_path / "none")) is None

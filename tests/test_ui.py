@@ -15,9 +15,9 @@ def test_verdict_says_none_of_them_when_abstaining():
     p = Prediction(label="yosemite", confidences={"sequoia": 0.2, "yellowstone": 0.3, "yosemite": 0.5}, abstained=True,
                    score=0.1)
     text = verdict(p, ["sequoia", "yellowstone", "yosemite"])
-    assert "doesn't look like sequoia, yellowstone or yosemite" in text and "yosemite" in text
+    assert "doesn't look like Sequoia, Yellowstone or Yosemite" in text and "guess is Yosemite" in text
     p.abstained = False
-    assert verdict(p, ["sequoia", "yellowstone", "yosemite"]).startswith("**yosemite**")
+    assert verdict(p, ["sequoia", "yellowstone", "yosemite"]).startswith("**Yosemite**")
 
 
 def test_demo_builds_with_named_endpoints(tiny_vit):

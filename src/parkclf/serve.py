@@ -18,13 +18,13 @@ CONCURRENCY = 2
 
 
 def load_examples(folder: Path) -> list:
-    from .ui import Example
+    from .ui import Example, pretty
 
     credits = folder / "credits.tsv"
     if not credits.exists():
         return []
     with credits.open(newline="") as f:
-        return [Example(str(folder / r["file"]), f"{r['park']} — {r['credit']}") for r in csv.DictReader(f, delimiter="\t")]
+        return [Example(str(folder / r["file"]), f"{pretty(r['park'])} — {r['credit']}") for r in csv.DictReader(f, delimiter="\t")]
 
 
 def create_demo(model: str, *, examples_dir: Path | None = None, feedback_dir: str | None = None):

@@ -179,6 +179,21 @@ def predict_logits(model, dataset, processor, batch_size: int = 64) -> tuple[tor
     return torch.cat(out), np.asarray(dataset["label"])
 
 
+def last_complete_checkpoint(ckpt_dir: str) -> str | None:
+    """The newest checkpoint that was written to the end. A SIGKILL during a save leaves a folder without
+    trainer_state.json, which transformers' get_last_checkpoint would still pick; such folders are removed."""
+    if not os.path.isdir(ckpt_dir):
+        return None
+    dirs = sorted((p for p in Path(ckpt_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                  key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for d in dirs:
+        if (d / "trainer_state.json").exists() and (d / "model.safetensors").exists():
+            return str(d)
+        logger.warning("Removing incomplete checkpoint %s (interrupted while saving)", d)
+        shutil.rmtree(d, ignore_errors=True)
+    return None
+
+
 def store_fp16(folder: Path) -> None:
     """Rewrite model.safetensors with fp16 tensors; from_pretrained upcasts to the config's float32."""
     from safetensors.torch import load_file, save_file
@@ -219,7 +234,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
         (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
 
     ckpt_dir = str(out / "checkpoints")
-    last = get_last_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+    last = last_complete_checkpoint(ckpt_dir)
     if last is None:
         feats = {s: head_features(model, splits[s], processor) for s in ("train", "validation")}
         fit_head(model, feats["train"], splits["train"]["label"], feats["validation"], splits["validation"]["label"],

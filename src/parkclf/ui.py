@@ -38,12 +38,18 @@ class AppOptions:
     max_batch: int = 16
 
 
+def pretty(label: str) -> str:
+    """Folder names as people write them on the page ("grand_canyon" -> "Grand Canyon"); the API keeps the raw label."""
+    return label.replace("_", " ").replace("-", " ").title()
+
+
 def verdict(pred: Prediction, labels: list[str]) -> str:
+    names = [pretty(n) for n in labels]
     if pred.abstained:
-        names = ", ".join(labels[:-1]) + f" or {labels[-1]}" if len(labels) > 1 else labels[0]
-        return (f"**This doesn't look like {names}.** The closest guess is {pred.label} "
+        listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+        return (f"**This doesn't look like {listed}.** The closest guess is {pretty(pred.label)} "
                 f"({pred.confidences[pred.label]:.0%}), but it is unsure.")
-    return f"**{pred.label}** ({pred.confidences[pred.label]:.0%} confident)"
+    return f"**{pretty(pred.label)}** ({pred.confidences[pred.label]:.0%} confident)"
 
 
 def _refuse(e: Exception) -> gr.Error:
@@ -117,11 +123,12 @@ def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.
         else:
             image, pred = None, predict(path)
         p = Prediction(score=0.0, **pred)
-        return p.confidences, verdict(p, labels), gr.update(value=image, visible=bool(show_map)), p.label
+        shown = {pretty(k): v for k, v in p.confidences.items()}
+        return shown, verdict(p, labels), gr.update(value=image, visible=bool(show_map)), p.label
 
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nUpload a photo (or use the webcam / paste one) and the model says which of "
-                    f"**{', '.join(labels)}** it shows, or that it is none of them.")
+                    f"**{', '.join(pretty(n) for n in labels)}** it shows, or that it is none of them.")
         last_label = gr.State(None)
         with gr.Row():
             with gr.Column():
@@ -134,7 +141,7 @@ def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.
                 heatmap = gr.Image(label="Which pixels decided", visible=False, interactive=False, elem_id="explanation")
                 if opts.feedback_dir:
                     with gr.Accordion("Wrong? Tell us the right answer", open=False):
-                        correct = gr.Dropdown(labels, label="The right class")
+                        correct = gr.Dropdown([(pretty(n), n) for n in labels], label="The right class")
                         send = gr.Button("Save correction")
                         thanks = gr.Markdown()
         if opts.examples:
