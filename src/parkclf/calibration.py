@@ -39,12 +39,16 @@ def in_scope_scores(logits: torch.Tensor, labels: list[str], temperature: float,
     return probs.numpy(), probs.max(dim=-1).values.numpy()
 
 
+def in_scope_mask(y: np.ndarray, labels: list[str], out_of_scope_label: str | None) -> np.ndarray:
+    return y != labels.index(out_of_scope_label) if out_of_scope_label in labels else np.ones_like(y, bool)
+
+
 def fit(val_logits: torch.Tensor, val_labels, labels: list[str], out_of_scope_label: str | None,
         keep_rate: float = 0.95) -> dict:
     t = fit_temperature(val_logits, val_labels)
     _, score = in_scope_scores(val_logits, labels, t, out_of_scope_label)
     y = np.asarray(val_labels)
-    ins = y != labels.index(out_of_scope_label) if out_of_scope_label in labels else np.ones_like(y, bool)
+    ins = in_scope_mask(y, labels, out_of_scope_label)
     threshold = float(np.quantile(score[ins], 1 - keep_rate)) if ins.any() else 0.5
     return {"calibration_temperature": t, "abstain_threshold": threshold, "out_of_scope_label": out_of_scope_label}
 
@@ -56,7 +60,7 @@ def evaluate(logits: torch.Tensor, y, labels: list[str], config) -> dict:
     ood = getattr(config, "out_of_scope_label", None)
     probs, score = in_scope_scores(logits, labels, config.calibration_temperature, ood)
     y = np.asarray(y)
-    ins = y != labels.index(ood) if ood in labels else np.ones_like(y, bool)
+    ins = in_scope_mask(y, labels, ood)
     kept = score >= config.abstain_threshold
     real = [i for i, n in enumerate(labels) if n != ood]
     # accuracy of the closest real class on in-scope photos: what /predict's "label" gets right

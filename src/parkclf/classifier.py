@@ -33,7 +33,7 @@ class Classifier:
     def __init__(self, model, image_processor, *, dtype: torch.dtype | None = None):
         self.image_processor = image_processor
         self.dtype = dtype or (torch.bfloat16 if bf16_supported() else torch.float32)
-        # Weights cast once (not autocast per call): measured 27 ms vs 33 ms per ViT-S/14 forward on AMX.
+        # Weights cast once instead of autocast on every call (faster per forward on AMX in our profiling).
         self.model = model.eval().to(self.dtype)
         cfg = model.config
         self.all_labels = [cfg.id2label[i] for i in range(cfg.num_labels)]

@@ -222,7 +222,8 @@ def prepare(ds: DatasetDict, *, draft_size: int, validation_fraction: float = 0.
         bad = [i for i, e in enumerate(split["error"]) if e]
         for i in bad:
             report.unreadable.append({"file": _example_name(split[i]["image"]), "error": split[i]["error"]})
-        scanned[split_name] = split.select([i for i in range(len(split)) if i not in set(bad)])
+        bad_rows = set(bad)
+        scanned[split_name] = split.select([i for i in range(len(split)) if i not in bad_rows])
     ds = scanned
     if report.unreadable:
         logger.warning("Skipped %d unreadable file(s); see data_report.json", len(report.unreadable))

@@ -13,7 +13,7 @@ from huggingface_hub import HfApi
 # What a Space needs to run app.py: nothing else from the repository is uploaded.
 SPACE_FILES = ["app.py", "requirements.txt", "README.md", "src/**", "models/**", "examples/**"]
 SPACE_IGNORE = ["**/__pycache__/**", "**/*.pyc", "**/checkpoints/**"]
-MODEL_IGNORE = ["checkpoints/**", "head/**", "**/.write_test"]
+MODEL_IGNORE = ["checkpoints/**", "head/**", "**/.write_test*"]
 
 
 def push_model(folder: str | Path, repo_id: str, *, private: bool = False, api: HfApi | None = None) -> str:

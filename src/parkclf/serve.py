@@ -13,7 +13,7 @@ from .images import MAX_BYTES
 logger = logging.getLogger(__name__)
 
 # Two requests in flight keep both cores busy (one decodes while the other runs the model); more
-# only queue inside torch. Measured in benchmarks/serving.py.
+# would only queue inside torch's two threads. Not tuned by a benchmark yet.
 CONCURRENCY = 2
 
 

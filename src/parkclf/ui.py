@@ -57,6 +57,17 @@ def _refuse(e: Exception) -> gr.Error:
     return gr.Error(str(e) if isinstance(e, ImageError) else "The image could not be processed.", print_exception=False)
 
 
+def _guarded(endpoint: str, call):
+    """Run an endpoint; any failure reaches the user as one human sentence, never a traceback."""
+    try:
+        return call()
+    except gr.Error:
+        raise
+    except Exception as e:
+        logger.warning("%s refused an input: %s", endpoint, e)
+        raise _refuse(e) from None
+
+
 def _path(file) -> str:
     if file is None:
         raise gr.Error("No image received; please upload a photo.", print_exception=False)
@@ -85,34 +96,17 @@ def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.
     title = opts.title or getattr(classifier.model.config, "title", None) or f"Image classifier: {', '.join(labels)}"
 
     def predict(file) -> dict:
-        try:
-            return classifier.predict(_path(file)).to_dict()
-        except gr.Error:
-            raise
-        except Exception as e:
-            logger.warning("predict refused an input: %s", e)
-            raise _refuse(e) from None
+        return _guarded("predict", lambda: classifier.predict(_path(file)).to_dict())
 
     def predict_batch(files) -> list[dict]:
         files = files or []
         if len(files) > opts.max_batch:
             raise gr.Error(f"At most {opts.max_batch} images per call; got {len(files)}.", print_exception=False)
-        try:
-            return [p.to_dict() for p in classifier.predict_batch([_path(f) for f in files])]
-        except gr.Error:
-            raise
-        except Exception as e:
-            logger.warning("predict_batch refused an input: %s", e)
-            raise _refuse(e) from None
+        return _guarded("predict_batch",
+                        lambda: [p.to_dict() for p in classifier.predict_batch([_path(f) for f in files])])
 
     def explain(file):
-        try:
-            image, pred, _ = classifier.explain(_path(file))
-        except gr.Error:
-            raise
-        except Exception as e:
-            logger.warning("explain refused an input: %s", e)
-            raise _refuse(e) from None
+        image, pred, _ = _guarded("explain", lambda: classifier.explain(_path(file)))
         return image, pred.to_dict()
 
     def classify(path, show_map):
