@@ -84,3 +84,43 @@ def test_a_checkpoint_cut_off_mid_save_is_skipped(tmp_path):
     assert last_complete_checkpoint(str(tmp_path)) == str(done)
     assert not cut.exists()
     assert last_complete_checkpoint(str(tmp_path / "none")) is None
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
+def test_cuda_bf16_training_gives_a_checkpoint_that_serves_on_cpu(tiny_vit, imagefolder, tmp_path):
+    """Trained on the GPU in bf16 mixed precision (--bf16 auto picks it there), served on the CPU in fp32:
+    the saved weights are fp32 and the CPU reload gives the same answers as the GPU model."""
+    import torch
+    from transformers import AutoModelForImageClassification, TrainerCallback
+
+    from parkclf import training
+
+    seen = {}
+
+    class Spy(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kw):
+            seen.update(device=str(next(model.parameters()).device), bf16=args.bf16)
+
+    real_trainer = training.SmoothedTrainer
+
+    def spying(*a, callbacks=(), **kw):
+        return real_trainer(*a, callbacks=[*callbacks, Spy()], **kw)
+
+    training.SmoothedTrainer = spying
+    try:
+        out = tmp_path / "out"
+        main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
+              "--num-train-epochs", "2", "--head-epochs", "5", "--per-device-train-batch-size", "8"])
+    finally:
+        training.SmoothedTrainer = real_trainer
+    assert seen == {"device": "cuda:0", "bf16": True}
+    assert all(t.dtype == torch.float32 for t in load_file(out / "model.safetensors").values())
+    x = torch.rand(8, 3, 32, 32)
+    cpu = AutoModelForImageClassification.from_pretrained(out).eval()
+    gpu = AutoModelForImageClassification.from_pretrained(out).eval().cuda()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        g = gpu(pixel_values=x.cuda()).logits.float().cpu()
+    with torch.no_grad():
+        c = cpu(pixel_values=x).logits
+    assert (g.argmax(-1) == c.argmax(-1)).float().mean() >= 0.75
+    assert torch.allclose(g, c, atol=0.1)

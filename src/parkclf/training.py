@@ -117,6 +117,7 @@ def fit_head(model, train_feats, train_labels, val_feats, val_labels, args: Trai
         save_strategy="no", eval_strategy="no", logging_steps=50, bf16=False),
         train_dataset=as_ds(train_feats, train_labels))
     trainer.train()
+    head.to(val_feats.device)  # the Trainer moved the head to the GPU, if any; the backbone and features stay put
     with torch.no_grad():
         acc = (head.classifier(val_feats).argmax(-1).numpy() == np.asarray(val_labels)).mean()
     logger.info("head fitted on cached features: validation accuracy %.3f", acc)
