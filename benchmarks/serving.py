@@ -157,7 +157,12 @@ def serve(cmd: list[str], env: dict) -> tuple[subprocess.Popen, str, float]:
     return proc, url, t0
 
 
-def client_load(url: str, photo: Path, clients: int, per_client: int) -> dict:
+def client_load(url: str, photo: Path, clients: int, per_client: int, server_pid: int | None = None) -> dict:
+    """``clients`` threads of gradio_client, each sending ``per_client`` requests. With ``server_pid``, also the
+    CPU time each request cost the server process and this (client) process: both share the same cores here."""
+    import resource
+
+    import psutil
     from gradio_client import Client, handle_file
 
     lat, errors = [], []
@@ -174,6 +179,12 @@ def client_load(url: str, photo: Path, clients: int, per_client: int) -> dict:
             except Exception as e:  # noqa: BLE001
                 errors.append(repr(e))
 
+    def cpu():
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        srv = psutil.Process(server_pid).cpu_times() if server_pid else None
+        return me.ru_utime + me.ru_stime, (srv.user + srv.system) if srv else 0.0
+
+    c0, s0 = cpu()
     t = time.perf_counter()
     threads = [threading.Thread(target=user) for _ in range(clients)]
     for th in threads:
@@ -181,8 +192,46 @@ def client_load(url: str, photo: Path, clients: int, per_client: int) -> dict:
     for th in threads:
         th.join()
     wall = time.perf_counter() - t
-    return {"clients": clients, "requests": len(lat), "errors": len(errors), "p50_ms": round(p50(lat), 1),
-            "p95_ms": round(p95(lat), 1), "images_per_s": round(len(lat) / wall, 2)}
+    c1, s1 = cpu()
+    out = {"clients": clients, "requests": len(lat), "errors": len(errors), "p50_ms": round(p50(lat), 1),
+           "p95_ms": round(p95(lat), 1), "images_per_s": round(len(lat) / wall, 2)}
+    if server_pid and lat:
+        out["server_cpu_ms_per_request"] = round((s1 - s0) / len(lat) * 1000, 1)
+        out["client_cpu_ms_per_request"] = round((c1 - c0) / len(lat) * 1000, 1)
+    return out
+
+
+def raw_protocol(url: str, photo: Path, n: int) -> dict:
+    """One client speaking Gradio's HTTP protocol directly over one kept-alive connection: upload, queue/join,
+    then read the SSE stream to process_completed. The server's own floor, without gradio_client's per-call
+    costs (new HTTP clients with fresh TLS contexts, a 50 ms polling loop)."""
+    import uuid
+
+    import httpx
+
+    lat = []
+    with httpx.Client(base_url=url.rstrip("/"), timeout=60) as http:
+        deps = http.get("/config").json()["dependencies"]
+        fn = next(i for i, d in enumerate(deps) if d.get("api_name") == "predict")
+        for _ in range(n + 1):
+            t = time.perf_counter()
+            with photo.open("rb") as f:
+                path = http.post("/gradio_api/upload", files={"files": f}).json()[0]
+            session = uuid.uuid4().hex
+            payload = {"data": [{"path": path, "orig_name": photo.name, "meta": {"_type": "gradio.FileData"}}],
+                       "fn_index": fn, "session_hash": session, "event_data": None, "trigger_id": None}
+            http.post("/gradio_api/queue/join", json=payload).raise_for_status()
+            done = None
+            with http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("data:") and '"process_completed"' in line:
+                        done = json.loads(line[5:])
+                        break
+            if not (done and done.get("success")):
+                raise RuntimeError(f"raw protocol call failed: {done}")
+            lat.append((time.perf_counter() - t) * 1000)
+    lat = lat[1:]  # the first call warms the connection
+    return {"requests": len(lat), "p50_ms": round(p50(lat), 1), "p95_ms": round(p95(lat), 1)}
 
 
 def cold_start(model_dir: Path, photo: Path) -> float:
@@ -203,7 +252,8 @@ def through_client(model_dir: Path, photo: Path, n1: int, n8: int, soak: int) ->
                       ("ours", [sys.executable, "app.py", "--model", str(model_dir)])]:
         proc, url, _ = serve(cmd, {"MODEL_ID": str(model_dir)})
         try:
-            out[name] = {"one_client": client_load(url, photo, 1, n1), "eight_clients": client_load(url, photo, 8, n8)}
+            out[name] = {"one_client": client_load(url, photo, 1, n1), "raw_protocol": raw_protocol(url, photo, n1),
+                         "eight_clients": client_load(url, photo, 8, n8, server_pid=proc.pid)}
             if name == "ours" and soak:
                 out["load_8_clients_x_%d" % soak] = client_load(url, photo, 8, soak)
         finally:
@@ -289,6 +339,16 @@ def report(r: dict) -> str:
                      f"{ov['p50_ms']} / {ov['p95_ms']} ms | {round(nv['p50_ms'] / ov['p50_ms'], 2)}x |")
         lines.append(f"| gradio_client, {k.replace('_', ' ')}: throughput | {nv['images_per_s']}/s | {ov['images_per_s']}/s | "
                      f"{round(ov['images_per_s'] / nv['images_per_s'], 2)}x |")
+    nv, ov = c["naive"]["raw_protocol"], c["ours"]["raw_protocol"]
+    lines.append(f"| one client, raw HTTP protocol (no gradio_client): p50 / p95 | {nv['p50_ms']} / {nv['p95_ms']} ms | "
+                 f"{ov['p50_ms']} / {ov['p95_ms']} ms | {round(nv['p50_ms'] / ov['p50_ms'], 2)}x |")
+    nv, ov = c["naive"]["eight_clients"], c["ours"]["eight_clients"]
+    if "server_cpu_ms_per_request" in ov:
+        lines.append(f"| eight clients: server CPU per request | {nv['server_cpu_ms_per_request']} ms | "
+                     f"{ov['server_cpu_ms_per_request']} ms | "
+                     f"{round(nv['server_cpu_ms_per_request'] / ov['server_cpu_ms_per_request'], 2)}x |")
+        lines.append(f"| eight clients: gradio_client CPU per request (same cores) | {nv['client_cpu_ms_per_request']} ms | "
+                     f"{ov['client_cpu_ms_per_request']} ms | |")
     for k, v in c.items():
         if k.startswith("load_"):
             lines.append(f"| {k}: errors, p50 / p95, throughput | | {v['errors']} errors, {v['p50_ms']} / {v['p95_ms']} ms, "
