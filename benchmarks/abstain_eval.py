@@ -4,7 +4,8 @@
         --in-scope DIR [DIR ...] --out-of-scope street=../shared/data/intel-scenes/test/street [NAME=DIR ...]
 
 Prints, per out-of-scope set: the share abstained and the AUROC of the in-scope score (in-scope vs that set),
-plus the in-scope keep-rate at the checkpoint's threshold. Goes through Classifier, i.e. the app's path.
+plus the in-scope keep-rate at the checkpoint's threshold, and the closest-class accuracy on in-scope folders
+named after a class. Goes through Classifier, i.e. the app's path.
 """
 
 import argparse
@@ -38,9 +39,15 @@ def main(argv=None):
     p.add_argument("--out-of-scope", nargs="+", required=True, help="NAME=DIR pairs")
     a = p.parse_args(argv)
     clf = Classifier.from_pretrained(a.model)
-    ins = scores(clf, [f for d in a.in_scope for f in files(d)])
+    in_files = [(f, Path(d).name) for d in a.in_scope for f in files(d)]
+    ins = scores(clf, [f for f, _ in in_files])
     result = {"model": a.model, "threshold": clf.threshold, "n_in_scope": len(ins),
               "in_scope_keep_rate": round(sum(not p.abstained for p in ins) / len(ins), 4), "out_of_scope": {}}
+    # A folder named after one of the model's classes holds photos of that class: report the closest-class accuracy.
+    truth = [(p.label, name) for p, (_, name) in zip(ins, in_files) if name in clf.labels]
+    if truth:
+        result["in_scope_accuracy"] = round(sum(a == b for a, b in truth) / len(truth), 4)
+        result["n_in_scope_labelled"] = len(truth)
     for pair in a.out_of_scope:
         name, d = pair.split("=", 1)
         outs = scores(clf, files(d))
