@@ -102,7 +102,8 @@ def main(argv=None):
             result["scenes_test_accuracy"][f"{head} C={c}"] = round(acc, 3)
             print(f"scenes test, {head}, C={c}: {acc:.3f}", flush=True)
 
-    source = {r["file"]: r["repo"] for r in csv.DictReader(open(Path(a.parks) / "SOURCES.tsv"), delimiter="\t")}
+    with open(Path(a.parks) / "SOURCES.tsv", newline="") as f:
+        source = {r["file"]: r["repo"] for r in csv.DictReader(f, delimiter="\t")}
     parks = photos(Path(a.parks), PARKS)
     y = np.array([c for _, c in parks])
     groups = np.array([source[f"{p.parent.name}/{p.name}"] for p, _ in parks])
