@@ -13,7 +13,8 @@ from .images import MAX_BYTES
 logger = logging.getLogger(__name__)
 
 # Two requests in flight keep both cores busy (one decodes while the other runs the model); more
-# would only queue inside torch's two threads. Not tuned by a benchmark yet.
+# would only queue inside torch's two threads. Measured (README): a lock allowing one forward at a time
+# changed nothing under eight clients, whose own CPU use on the same cores is the limit there.
 CONCURRENCY = 2
 
 
