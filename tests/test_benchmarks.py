@@ -18,3 +18,44 @@ def test_serving_benchmark_smoke():
     result = json.loads((ROOT / "benchmarks" / "results" / "serving-smoke.json").read_text())
     assert result["client"]["ours"]["eight_clients"]["errors"] == 0
     assert result["cold_start_s"] > 0
+
+
+def _run_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_leave_out_holds_whole_sources_out(tmp_path):
+    from conftest import make_imagefolder
+
+    parks = make_imagefolder(tmp_path / "parks", per_class=4, classes=("sequoia", "yosemite", "zion"))
+    rows = ["park\tfile\trepo"] + [f"{p.parent.name}\t{p.parent.name}/{p.name}\t{'blog-a' if i % 2 else 'blog-b'}"
+                                   for i, p in enumerate(sorted(parks.rglob("*.jpg")))]
+    (parks / "SOURCES.tsv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "split"
+    counts = _run_script("leave_out").main(["--parks", str(parks), "--classes", "sequoia", "yosemite",
+                                            "--sources", "blog-a", "--out", str(out)])
+    assert counts == {"train/sequoia": 2, "heldout/sequoia": 2, "train/yosemite": 2, "heldout/yosemite": 2}
+    held = {p.resolve() for p in (out / "heldout").rglob("*.jpg")}
+    train = {p.resolve() for p in (out / "train").rglob("*.jpg")}
+    assert held and train and not held & train
+    assert not (out / "train" / "zion").exists()
+    with pytest.raises(SystemExit, match="not empty"):
+        _run_script("leave_out").main(["--parks", str(parks), "--out", str(out)])
+
+
+@pytest.mark.skipif(not EMBEDDED.exists(), reason="the embedded model is missing")
+def test_abstain_eval_reports_keep_rate_auroc_and_accuracy_for_class_folders(tmp_path):
+    from conftest import make_imagefolder
+
+    ins = make_imagefolder(tmp_path / "in", per_class=3, classes=("sequoia", "yosemite"), size=(96, 72))
+    outs = make_imagefolder(tmp_path / "out", per_class=3, classes=("street",), size=(96, 72))
+    r = _run_script("abstain_eval").main(["--model", str(EMBEDDED), "--in-scope", str(ins / "sequoia"),
+                                          str(ins / "yosemite"), "--out-of-scope", f"street={outs / 'street'}"])
+    assert r["n_in_scope"] == r["n_in_scope_labelled"] == 6
+    assert 0.0 <= r["in_scope_accuracy"] <= 1.0 and 0.0 <= r["in_scope_keep_rate"] <= 1.0
+    assert r["out_of_scope"]["street"]["n"] == 3 and 0.0 <= r["out_of_scope"]["street"]["auroc"] <= 1.0
