@@ -1,6 +1,5 @@
 """Live tier: the real app.py on loopback, called through gradio_client as users do."""
 
-import math
 import threading
 
 import psutil
@@ -34,7 +33,9 @@ def client(server):
 def check_prediction(d):
     assert set(d) == {"label", "confidences", "abstained"}
     assert d["label"] in PARKS and set(d["confidences"]) == PARKS
-    assert math.isclose(sum(d["confidences"].values()), 1.0, rel_tol=1e-4)
+    # calibrated probabilities of the parks; the embedded model's `other` class holds the rest of 1
+    assert all(0.0 <= p <= 1.0 for p in d["confidences"].values()) and sum(d["confidences"].values()) <= 1.0 + 1e-6
+    assert d["confidences"][d["label"]] == max(d["confidences"].values())
     assert isinstance(d["abstained"], bool)
 
 

@@ -51,8 +51,9 @@ def upload_and_read(page, url, photo: Path, shot: str) -> str:
 
 def test_upload_a_photo_and_read_the_label(server, page):
     text = upload_and_read(page, server.url, ROOT / "examples" / "seki-giant-sequoia-tree.jpg", "browser-sequoia.png")
-    assert "sequoia" in text.lower(), text
-    assert "sequoia" in page.locator("#prediction").inner_text().lower()
+    assert text.strip().lower().startswith("sequoia") and "doesn't look like" not in text, text
+    label = [line.strip() for line in page.locator("#prediction").inner_text().splitlines() if line.strip()]
+    assert label[label.index("Prediction") + 1] == "Sequoia", label  # the widget's headline: its top class
 
 
 def test_out_of_scope_photo_is_answered_honestly(server, page):

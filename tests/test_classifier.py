@@ -37,8 +37,9 @@ def test_prediction_schema_and_out_of_scope_class_is_hidden(tiny_classifier):
     d = pred.to_dict()
     assert set(d) == {"label", "confidences", "abstained"}
     assert list(d["confidences"]) == ["blue"] and d["label"] == "blue"
-    assert math.isclose(sum(d["confidences"].values()), 1.0, rel_tol=1e-5)
-    assert isinstance(d["abstained"], bool)
+    # the reported confidence is the thresholded score: what a client sees is what the abstain rule uses
+    assert 0.0 <= d["confidences"]["blue"] <= 1.0 and math.isclose(d["confidences"]["blue"], pred.score, rel_tol=1e-6)
+    assert d["abstained"] == (pred.score < tiny_classifier.threshold)
 
 
 def test_abstains_below_the_stored_threshold(tiny_classifier):

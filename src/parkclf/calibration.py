@@ -29,13 +29,16 @@ def fit_temperature(logits: torch.Tensor, labels) -> float:
 
 def in_scope_scores(logits: torch.Tensor, labels: list[str], temperature: float,
                     out_of_scope_label: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities over the real classes renormalised to 1, in-scope score) for each row."""
+    """(calibrated probability of each real class, in-scope score) for each row.
+
+    The probabilities come from the softmax over all classes, the out-of-scope class included, and are not
+    renormalised: they sum to 1 minus the probability that the photo is none of the classes. The in-scope
+    score is the probability of the best real class, so the confidence the app reports for its answer is
+    exactly the number the abstain threshold is compared with.
+    """
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if out_of_scope_label in labels:
-        keep = [i for i, n in enumerate(labels) if n != out_of_scope_label]
-        real = probs[:, keep]
-        score = real.max(dim=-1).values
-        return (real / real.sum(-1, keepdim=True)).numpy(), score.numpy()
+        probs = probs[:, [i for i, n in enumerate(labels) if n != out_of_scope_label]]
     return probs.numpy(), probs.max(dim=-1).values.numpy()
 
 

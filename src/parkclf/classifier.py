@@ -21,7 +21,7 @@ from .transforms import image_size, open_images, pixel_values
 @dataclass
 class Prediction:
     label: str  # the closest real class, even when abstaining
-    confidences: dict[str, float]  # calibrated, over the real classes, sums to 1
+    confidences: dict[str, float]  # calibrated, per real class; an out-of-scope class keeps the rest of 1
     abstained: bool  # True: the photo looks like none of the classes
     score: float  # in-scope score compared with the abstain threshold
 

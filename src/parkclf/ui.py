@@ -38,9 +38,16 @@ class AppOptions:
     max_batch: int = 16
 
 
+NONE_OF_THESE = "None of these"
+
+
 def pretty(label: str) -> str:
     """Folder names as people write them on the page ("grand_canyon" -> "Grand Canyon"); the API keeps the raw label."""
     return label.replace("_", " ").replace("-", " ").title()
+
+
+def percent(p: float) -> str:
+    return f"{p:.0%}" if p >= 0.005 else "under 1%"
 
 
 def verdict(pred: Prediction, labels: list[str]) -> str:
@@ -48,8 +55,8 @@ def verdict(pred: Prediction, labels: list[str]) -> str:
     if pred.abstained:
         listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
         return (f"**This doesn't look like {listed}.** The closest guess is {pretty(pred.label)} "
-                f"({pred.confidences[pred.label]:.0%}), but it is unsure.")
-    return f"**{pretty(pred.label)}** ({pred.confidences[pred.label]:.0%} confident)"
+                f"({percent(pred.confidences[pred.label])}), but it is unsure.")
+    return f"**{pretty(pred.label)}** ({percent(pred.confidences[pred.label])} confident)"
 
 
 def _refuse(e: Exception) -> gr.Error:
@@ -118,6 +125,8 @@ def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.
             image, pred = None, predict(path)
         p = Prediction(score=0.0, **pred)
         shown = {pretty(k): v for k, v in p.confidences.items()}
+        if classifier.out_of_scope_label:  # the page shows where the rest of the probability went
+            shown[NONE_OF_THESE] = max(0.0, 1.0 - sum(p.confidences.values()))
         return shown, verdict(p, labels), gr.update(value=image, visible=bool(show_map)), p.label
 
     with gr.Blocks(title=title) as demo:
@@ -131,7 +140,8 @@ def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.
                 button = gr.Button("Classify", variant="primary")
             with gr.Column():
                 verdict_md = gr.Markdown(elem_id="verdict")
-                label = gr.Label(num_top_classes=min(3, len(labels)), label="Prediction", elem_id="prediction")
+                label = gr.Label(num_top_classes=len(labels) + bool(classifier.out_of_scope_label), label="Prediction",
+                                 elem_id="prediction")
                 heatmap = gr.Image(label="Which pixels decided", visible=False, interactive=False, elem_id="explanation")
                 if opts.feedback_dir:
                     with gr.Accordion("Wrong? Tell us the right answer", open=False):
