@@ -27,6 +27,11 @@ def fit_temperature(logits: torch.Tensor, labels) -> float:
     return float(np.clip(log_t.exp().item(), 0.05, 20.0))
 
 
+def real_indices(labels: list[str], out_of_scope_label: str | None) -> list[int]:
+    """Positions of the real classes: every label but the out-of-scope one."""
+    return [i for i, n in enumerate(labels) if n != out_of_scope_label]
+
+
 def in_scope_scores(logits: torch.Tensor, labels: list[str], temperature: float,
                     out_of_scope_label: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(calibrated probability of each real class, in-scope score) for each row.
@@ -38,7 +43,7 @@ def in_scope_scores(logits: torch.Tensor, labels: list[str], temperature: float,
     """
     probs = torch.softmax(logits.float() / temperature, dim=-1)
     if out_of_scope_label in labels:
-        probs = probs[:, [i for i, n in enumerate(labels) if n != out_of_scope_label]]
+        probs = probs[:, real_indices(labels, out_of_scope_label)]
     return probs.numpy(), probs.max(dim=-1).values.numpy()
 
 
@@ -65,9 +70,8 @@ def evaluate(logits: torch.Tensor, y, labels: list[str], config) -> dict:
     y = np.asarray(y)
     ins = in_scope_mask(y, labels, ood)
     kept = score >= config.abstain_threshold
-    real = [i for i, n in enumerate(labels) if n != ood]
     # accuracy of the closest real class on in-scope photos: what /predict's "label" gets right
-    closest = np.asarray(real)[probs.argmax(-1)]
+    closest = np.asarray(real_indices(labels, ood))[probs.argmax(-1)]
     out = {"in_scope_keep_rate": float(kept[ins].mean()) if ins.any() else None, "n_in_scope": int(ins.sum()),
            "in_scope_accuracy": float((closest[ins] == y[ins]).mean()) if ins.any() else None}
     if (~ins).any():

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .calibration import in_scope_scores
+from .calibration import in_scope_scores, real_indices
 from .hardware import bf16_supported
 from .images import ImageSource
 from .transforms import image_size, open_images, pixel_values
@@ -87,7 +87,7 @@ class Classifier:
         from .explain import relevance_map, overlay
 
         image = open_images([source], self.image_processor)[0]
-        real = [i for i, n in enumerate(self.all_labels) if n != self.out_of_scope_label]
-        heat, logits = relevance_map(self.model, self.pixel_values([image]), real)
+        heat, logits = relevance_map(self.model, self.pixel_values([image]),
+                                     real_indices(self.all_labels, self.out_of_scope_label))
         pred = self._predictions(logits)[0]
         return overlay(image, heat), pred, heat
