@@ -4,8 +4,8 @@
         --in-scope DIR [DIR ...] --out-of-scope street=../shared/data/intel-scenes/test/street [NAME=DIR ...]
 
 Prints, per out-of-scope set: the share abstained and the AUROC of the in-scope score (in-scope vs that set),
-plus the in-scope keep-rate at the checkpoint's threshold, and the closest-class accuracy on in-scope folders
-named after a class. Goes through Classifier, i.e. the app's path.
+plus the in-scope keep-rate at the checkpoint's threshold (or at ``--threshold``), and the closest-class
+accuracy on in-scope folders named after a class. Goes through Classifier, i.e. the app's path.
 """
 
 import argparse
@@ -37,8 +37,11 @@ def main(argv=None):
     p.add_argument("--model", required=True)
     p.add_argument("--in-scope", nargs="+", required=True)
     p.add_argument("--out-of-scope", nargs="+", required=True, help="NAME=DIR pairs")
+    p.add_argument("--threshold", type=float, help="abstain below this score instead of the checkpoint's threshold")
     a = p.parse_args(argv)
     clf = Classifier.from_pretrained(a.model)
+    if a.threshold is not None:
+        clf.threshold = a.threshold
     in_files = [(f, Path(d).name) for d in a.in_scope for f in files(d)]
     ins = scores(clf, [f for f, _ in in_files])
     result = {"model": a.model, "threshold": clf.threshold, "n_in_scope": len(ins),

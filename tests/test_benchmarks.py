@@ -59,3 +59,8 @@ def test_abstain_eval_reports_keep_rate_auroc_and_accuracy_for_class_folders(tmp
     assert r["n_in_scope"] == r["n_in_scope_labelled"] == 6
     assert 0.0 <= r["in_scope_accuracy"] <= 1.0 and 0.0 <= r["in_scope_keep_rate"] <= 1.0
     assert r["out_of_scope"]["street"]["n"] == 3 and 0.0 <= r["out_of_scope"]["street"]["auroc"] <= 1.0
+    args = ["--model", str(EMBEDDED), "--in-scope", str(ins / "sequoia"), "--out-of-scope", f"street={outs / 'street'}"]
+    never = _run_script("abstain_eval").main([*args, "--threshold", "1.01"])
+    always = _run_script("abstain_eval").main([*args, "--threshold", "0"])
+    assert never["in_scope_keep_rate"] == 0.0 and never["out_of_scope"]["street"]["abstained"] == 1.0
+    assert always["in_scope_keep_rate"] == 1.0 and always["out_of_scope"]["street"]["abstained"] == 0.0
