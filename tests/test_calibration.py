@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from parkclf.calibration import evaluate, fit, fit_temperature, in_scope_scores
@@ -40,3 +41,14 @@ def test_without_an_out_of_scope_class_the_probabilities_sum_to_one():
     logits = torch.tensor(np.random.default_rng(2).normal(0, 2, (50, 3)), dtype=torch.float32)
     probs, score = in_scope_scores(logits, ["a", "b", "c"], 0.7, None)
     assert np.allclose(probs.sum(1), 1, atol=1e-5) and np.allclose(score, probs.max(1))
+
+
+def test_a_given_threshold_is_kept_and_the_temperature_still_fitted():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 300)
+    logits = torch.tensor(rng.normal(0, 1, (300, 3)), dtype=torch.float32)
+    logits[np.arange(300), y] += 2.0
+    calib = fit(logits * 4, y, ["a", "b", "other"], "other", threshold=0.15)
+    assert calib["abstain_threshold"] == 0.15 and calib["calibration_temperature"] > 2
+    with pytest.raises(ValueError, match="not a probability"):
+        fit(logits, y, ["a", "b", "other"], "other", threshold=1.5)

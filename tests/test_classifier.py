@@ -88,13 +88,15 @@ def test_fast_path_agrees_with_the_plain_fp32_pipeline_on_real_photos():
 @pytest.mark.skipif(not EMBEDDED.exists(), reason="the embedded model is missing")
 def test_embedded_model_abstains_on_everyday_images():
     """Real everyday and scientific photos that ship inside scikit-image (astronaut, cat, coffee, rocket,
-    motorcycles, coins, text...): none of them is a park, and the embedded model must say so for nearly all.
-    Measured: 25 of 26 abstained (the Hubble deep field is the one it answers)."""
+    motorcycles, coins, text...): none of them is a park. The embedded model's threshold (0.15) is set low so
+    that park photos by new photographers are answered; measured here: 18 of 26 abstained, and only one, the
+    Hubble deep field (60%), answered with at least 50%, above the page's low-confidence wording."""
     import skimage.data
 
     folder = Path(skimage.data.__file__).parent
     files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg"})
     assert len(files) >= 20, "scikit-image ships fewer sample photos than expected"
     preds = Classifier.from_pretrained(str(EMBEDDED)).predict_batch(files)
-    abstained = [p.abstained for p in preds]
-    assert sum(abstained) / len(files) >= 0.9, dict(zip(files, abstained))
+    scores = {Path(f).name: round(p.score, 3) for f, p in zip(files, preds)}
+    assert sum(p.abstained for p in preds) / len(files) >= 0.65, scores
+    assert sum(p.score >= 0.5 for p in preds) <= 1, scores

@@ -45,6 +45,30 @@ def test_label_set_mismatch_is_refused_without_overwrite(tiny_vit, imagefolder, 
     assert json.loads((out / "config.json").read_text())["id2label"]["1"] == "green"
 
 
+def test_calibrate_only_resets_the_threshold_and_keeps_the_weights(tiny_vit, imagefolder, tmp_path):
+    out = tmp_path / "out"
+    data = ["--data-dir", str(imagefolder), *FAST]
+    first = main([*data, "--model-name-or-path", str(tiny_vit), "--output-dir", str(out), "--freeze-backbone"])
+    weights = (out / "model.safetensors").read_bytes()
+    again = main([*data, "--model-name-or-path", str(out), "--output-dir", str(out), "--calibrate-only",
+                  "--abstain-threshold", "0.3"])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["abstain_threshold"] == 0.3 and again["calibration"]["abstain_threshold"] == 0.3
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert again["test"] == first["test"]  # the same split and the same model: only the abstain rule moved
+    assert again["base_model"] == str(tiny_vit) and again["freeze_backbone"] is True
+    assert not (out / "checkpoints").exists()
+
+
+def test_calibrate_only_refuses_an_untrained_model_or_other_labels(tiny_vit, imagefolder, tmp_path):
+    with pytest.raises(SystemExit, match="--calibrate-only needs a model that train.py trained"):
+        main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir",
+              str(tmp_path / "o"), "--calibrate-only", *FAST])
+    with pytest.raises(SystemExit, match="not a probability"):
+        main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir",
+              str(tmp_path / "o"), "--abstain-threshold", "15", *FAST])
+
+
 def test_missing_data_dir_names_the_fix(tiny_vit, tmp_path):
     with pytest.raises(FileNotFoundError, match="expected .*<class>"):
         main(["--data-dir", str(tmp_path / "nope"), "--model-name-or-path", str(tiny_vit), "--output-dir", str(tmp_path / "o")])

@@ -18,6 +18,10 @@ def test_verdict_says_none_of_them_when_abstaining():
     assert "doesn't look like Sequoia, Yellowstone or Yosemite" in text and "guess is Yosemite" in text
     p.abstained = False
     assert verdict(p, ["sequoia", "yellowstone", "yosemite"]).startswith("**Yosemite**")
+    assert "confident)" in verdict(p, ["sequoia", "yellowstone", "yosemite"])
+    p.confidences["yosemite"] = 0.3  # answered, but a low score: the verdict says it is a guess
+    text = verdict(p, ["sequoia", "yellowstone", "yosemite"])
+    assert text.startswith("**Yosemite**, probably") and "30%: a low-confidence guess" in text
 
 
 def test_demo_builds_with_named_endpoints(tiny_vit):

@@ -67,3 +67,9 @@ class TrainArguments:
     abstain_keep_rate: float = field(default=0.98, metadata={
         "help": "Pick the abstain threshold so this share of in-scope validation photos is still answered. "
                 "High on purpose: validation shares photographers with train, new photographers score lower."})
+    abstain_threshold: float | None = field(default=None, metadata={
+        "help": "Set the abstain threshold (0-1, on the calibrated best-class probability) instead of deriving it "
+                "from --abstain-keep-rate, e.g. from a leave-out run on photographers the model never saw."})
+    calibrate_only: bool = field(default=False, metadata={
+        "help": "Skip training: --model-name-or-path is a model this script trained on the same data; refit its "
+                "temperature and abstain threshold on the same validation split, redo the test metrics and card."})

@@ -67,6 +67,22 @@ def load_model(model_args: ModelArguments, labels: list[str]):
     return model, processor
 
 
+def check_trained_labels(name_or_path: str, labels: list[str]) -> None:
+    """--calibrate-only reuses a trained head as it is: its classes must be this data's, in the same order."""
+    config = AutoConfig.from_pretrained(name_or_path)
+    trained = [config.id2label[i] for i in range(config.num_labels)]
+    if getattr(config, "calibration_temperature", None) is None or trained != labels:
+        raise SystemExit(f"--calibrate-only needs a model that train.py trained on this data's labels {labels}; "
+                         f"{name_or_path} has {trained}. Pass the same --data-dir/--classes/--negatives-dir as its "
+                         "training run, or train it first.")
+
+
+def earlier_run(name_or_path: str, args: TrainArguments) -> dict:
+    """With --calibrate-only, what the training run recorded (base model, frozen or not) stays in the metrics."""
+    path = Path(name_or_path) / "metrics.json"
+    return json.loads(path.read_text()) if args.calibrate_only and path.exists() else {}
+
+
 def head_features(model, dataset, processor, batch_size: int = 64) -> torch.Tensor:
     """Inputs of ``model.classifier`` for every example: the frozen backbone runs once per image."""
     captured: list[torch.Tensor] = []
@@ -223,6 +239,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
         raw = data.add_negatives(raw, data_args.negatives_dir, OUT_OF_SCOPE)
     labels = raw["train"].features["label"].names
     check_output_dir(args.output_dir, labels, args.overwrite_output_dir)
+    if args.calibrate_only:
+        check_trained_labels(model_args.model_name_or_path, labels)
 
     model, processor = load_model(model_args, labels)
     groups = data.load_groups(data_args.group_by_source) if data_args.group_by_source else None
@@ -235,8 +253,10 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
         (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
 
     ckpt_dir = str(out / "checkpoints")
-    last = last_complete_checkpoint(ckpt_dir)
-    if last is None:
+    last = None if args.calibrate_only else last_complete_checkpoint(ckpt_dir)
+    if args.calibrate_only:
+        logger.info("--calibrate-only: no training; refitting calibration of %s", model_args.model_name_or_path)
+    elif last is None:
         feats = {s: head_features(model, splits[s], processor) for s in ("train", "validation")}
         fit_head(model, feats["train"], splits["train"]["label"], feats["validation"], splits["validation"]["label"],
                  args, str(out / "head"))
@@ -246,7 +266,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
         logger.info("Resuming from %s", last)
         model = AutoModelForImageClassification.from_pretrained(last, use_safetensors=True)
 
-    if not model_args.freeze_backbone:
+    if not (model_args.freeze_backbone or args.calibrate_only):
         steps_per_epoch = math.ceil(len(splits["train"]) / args.per_device_train_batch_size)
         # Evaluate and save together (best-checkpoint selection needs both on the same schedule):
         # every epoch, or every --save-steps steps so a kill loses little work.
@@ -277,10 +297,11 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
         return {}
     val_logits, val_labels = predict_logits(model, splits["validation"], processor)
     calib = calibration.fit(val_logits, val_labels, labels, OUT_OF_SCOPE if OUT_OF_SCOPE in labels else None,
-                            keep_rate=args.abstain_keep_rate)
+                            keep_rate=args.abstain_keep_rate, threshold=args.abstain_threshold)
     model.config.update(calib)
     model.config.title = args.title or f"Image classifier: {', '.join(n for n in labels if n != OUT_OF_SCOPE)}"
     test_logits, test_labels = predict_logits(model, splits["test"], processor)
+    earlier = earlier_run(model_args.model_name_or_path, args)
     metric = load_classification()
     metrics = {"test": metric.compute(predictions=test_logits.argmax(-1).numpy(), references=test_labels,
                                       num_labels=len(labels)),
@@ -288,8 +309,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
                                             num_labels=len(labels)),
                "calibration": calib,
                "abstain": calibration.evaluate(test_logits, test_labels, labels, model.config),
-               "labels": labels, "base_model": model_args.model_name_or_path,
-               "freeze_backbone": model_args.freeze_backbone, "source": source}
+               "labels": labels, "base_model": args.base_model_id or earlier.get("base_model", model_args.model_name_or_path),
+               "freeze_backbone": earlier.get("freeze_backbone", model_args.freeze_backbone), "source": source}
     logger.info("test accuracy %.4f, macro-F1 %.4f", metrics["test"]["accuracy"], metrics["test"]["macro_f1"])
 
     try:
@@ -299,7 +320,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
             store_fp16(out)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         card.write(out, metrics=metrics, report=report.to_dict(),
-                   base_model=args.base_model_id or model_args.model_name_or_path, title=model.config.title,
+                   base_model=metrics["base_model"], title=model.config.title,
                    dataset=data_args.dataset, license=args.license, hub_model_id=args.hub_model_id,
                    provenance=Path(args.card_notes).read_text() if args.card_notes else "")
     except OSError as e:  # disk full or folder removed mid-run: say so; the checkpoints stay for a rerun
@@ -324,4 +345,6 @@ def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, args = parse(argv)
     if args.push_to_hub and not args.hub_model_id:
         raise SystemExit("--push-to-hub needs --hub-model-id user/name.")
+    if args.abstain_threshold is not None and not 0.0 <= args.abstain_threshold < 1.0:
+        raise SystemExit(f"--abstain-threshold {args.abstain_threshold} is not a probability; use a value in [0, 1), e.g. 0.15.")
     return run(data_args, model_args, args)

@@ -50,13 +50,19 @@ def percent(p: float) -> str:
     return f"{p:.0%}" if p >= 0.005 else "under 1%"
 
 
+UNSURE_BELOW = 0.5  # answered below this: the verdict calls itself a guess
+
+
 def verdict(pred: Prediction, labels: list[str]) -> str:
     names = [pretty(n) for n in labels]
     if pred.abstained:
         listed = ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
         return (f"**This doesn't look like {listed}.** The closest guess is {pretty(pred.label)} "
                 f"({percent(pred.confidences[pred.label])}), but it is unsure.")
-    return f"**{pretty(pred.label)}** ({percent(pred.confidences[pred.label])} confident)"
+    p = pred.confidences[pred.label]
+    if p < UNSURE_BELOW:  # answered, but the photo is nearly as likely to be something else: say so
+        return f"**{pretty(pred.label)}**, probably ({percent(p)}: a low-confidence guess)"
+    return f"**{pretty(pred.label)}** ({percent(p)} confident)"
 
 
 def _refuse(e: Exception) -> gr.Error:
