@@ -59,6 +59,8 @@ def test_upload_a_photo_and_read_the_label(server, page):
 def test_out_of_scope_photo_is_answered_honestly(server, page):
     text = upload_and_read(page, server.url, ROOT / "examples" / "arch-delicate-arch.jpg", "browser-arches.png")
     assert "doesn't look like" in text, text
+    label = [line.strip() for line in page.locator("#prediction").inner_text().splitlines() if line.strip()]
+    assert label[label.index("Prediction") + 1] == "None of these", label  # the headline agrees with the verdict
 
 
 def test_explanation_toggle_shows_the_overlay(server, page):

@@ -8,7 +8,7 @@ import torch
 from conftest import COLOURS, make_photo
 from parkclf.classifier import Classifier, Prediction
 from parkclf.training import main as train_main
-from parkclf.ui import AppOptions, build_demo, save_feedback, verdict
+from parkclf.ui import NONE_OF_THESE, AppOptions, build_demo, label_value, save_feedback, verdict
 
 
 def test_verdict_says_none_of_them_when_abstaining():
@@ -22,6 +22,17 @@ def test_verdict_says_none_of_them_when_abstaining():
     p.confidences["yosemite"] = 0.3  # answered, but a low score: the verdict says it is a guess
     text = verdict(p, ["sequoia", "yellowstone", "yosemite"])
     assert text.startswith("**Yosemite**, probably") and "30%: a low-confidence guess" in text
+
+
+def test_label_headline_agrees_with_the_verdict():
+    # p(other) = 0.6 is larger than the best park's 0.3, but the photo is answered: the headline must be the park
+    p = Prediction(label="yosemite", confidences={"sequoia": 0.05, "yellowstone": 0.05, "yosemite": 0.3},
+                   abstained=False, score=0.3)
+    shown = label_value(p, has_out_of_scope=True)
+    assert max(shown, key=shown.get) == "Yosemite" and NONE_OF_THESE not in shown
+    p.abstained = True
+    shown = label_value(p, has_out_of_scope=True)
+    assert max(shown, key=shown.get) == NONE_OF_THESE and abs(shown[NONE_OF_THESE] - 0.6) < 1e-9
 
 
 def test_demo_builds_with_named_endpoints(tiny_vit):

@@ -65,6 +65,15 @@ def verdict(pred: Prediction, labels: list[str]) -> str:
     return f"**{pretty(pred.label)}** ({percent(p)} confident)"
 
 
+def label_value(pred: Prediction, has_out_of_scope: bool) -> dict[str, float]:
+    """What the Label widget shows. Its headline is its largest entry, so it must agree with the verdict: the rest
+    of the probability shows as "None of these" only when the app abstains; an answer's headline is its park."""
+    shown = {pretty(k): v for k, v in pred.confidences.items()}
+    if has_out_of_scope and pred.abstained:
+        shown[NONE_OF_THESE] = max(0.0, 1.0 - sum(pred.confidences.values()))
+    return shown
+
+
 def _refuse(e: Exception) -> gr.Error:
     # gr.Error's message reaches the user (page and gradio_client); nothing else about the failure does.
     return gr.Error(str(e) if isinstance(e, ImageError) else "The image could not be processed.", print_exception=False)
@@ -130,10 +139,8 @@ def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.
         else:
             image, pred = None, predict(path)
         p = Prediction(score=0.0, **pred)
-        shown = {pretty(k): v for k, v in p.confidences.items()}
-        if classifier.out_of_scope_label:  # the page shows where the rest of the probability went
-            shown[NONE_OF_THESE] = max(0.0, 1.0 - sum(p.confidences.values()))
-        return shown, verdict(p, labels), gr.update(value=image, visible=bool(show_map)), p.label
+        return (label_value(p, bool(classifier.out_of_scope_label)), verdict(p, labels),
+                gr.update(value=image, visible=bool(show_map)), p.label)
 
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {title}\nUpload a photo (or use the webcam / paste one) and the model says which of "
