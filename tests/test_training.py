@@ -69,6 +69,32 @@ def test_calibrate_only_refuses_an_untrained_model_or_other_labels(tiny_vit, ima
               str(tmp_path / "o"), "--abstain-threshold", "15", *FAST])
 
 
+def test_image_size_interpolates_position_embeddings_and_the_processor_follows(tiny_vit, imagefolder, tmp_path):
+    import torch
+    from transformers import pipeline
+
+    out = tmp_path / "out"
+    main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
+          "--image-size", "48", "--freeze-backbone", *FAST])
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["image_size"] == 48
+    assert json.loads((out / "preprocessor_config.json").read_text())["size"] == {"height": 48, "width": 48}
+    before = load_file(tiny_vit / "model.safetensors")["vit.embeddings.position_embeddings"]  # 1 + 4x4 patches
+    after = load_file(out / "model.safetensors")["vit.embeddings.position_embeddings"]  # 1 + 6x6 patches
+    grid = before[:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(6, 6), mode="bicubic", align_corners=False)
+    assert after.shape == (1, 37, 32) and torch.equal(after[:, :1], before[:, :1])
+    assert torch.allclose(after[:, 1:], expected.permute(0, 2, 3, 1).reshape(1, 36, -1), atol=1e-6)
+    answer = pipeline("image-classification", model=str(out))(str(next((imagefolder / "red").iterdir())))
+    assert answer[0]["label"] in {"red", "blue"}
+
+
+def test_image_size_that_is_not_a_multiple_of_the_patch_names_the_fix(tiny_vit, imagefolder, tmp_path):
+    with pytest.raises(SystemExit, match="not a multiple of the patch size 8; use 48"):
+        main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir",
+              str(tmp_path / "o"), "--image-size", "50", "--freeze-backbone", *FAST])
+
+
 def test_missing_data_dir_names_the_fix(tiny_vit, tmp_path):
     with pytest.raises(FileNotFoundError, match="expected .*<class>"):
         main(["--data-dir", str(tmp_path / "nope"), "--model-name-or-path", str(tiny_vit), "--output-dir", str(tmp_path / "o")])

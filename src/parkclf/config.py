@@ -32,6 +32,10 @@ class DataArguments:
 class ModelArguments:
     model_name_or_path: str = field(default=DEFAULT_BASE_MODEL, metadata={
         "help": "Any AutoModelForImageClassification checkpoint: a Hub id or a local folder."})
+    image_size: int | None = field(default=None, metadata={
+        "help": "Input side in pixels, e.g. 308 (default: the checkpoint's). ViT-style learned position embeddings are "
+                "interpolated once (bicubic, as DINOv2 does) and the saved processor resizes to it. DINOv2 backbones "
+                "see more detail at higher resolution; compute grows about with (size/224)^2."})
     freeze_backbone: bool = field(default=False, metadata={
         "help": "Train only the classification head, on cached backbone features (seconds on a CPU)."})
 

@@ -61,10 +61,42 @@ def load_model(model_args: ModelArguments, labels: list[str]):
         model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True, use_safetensors=True,
         trust_remote_code=False)
     processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
+    if model_args.image_size:
+        set_image_size(model, processor, model_args.image_size)
     if not isinstance(getattr(model, "classifier", None), nn.Linear):
         raise SystemExit(f"{model_args.model_name_or_path}: expected a linear `classifier` head "
                          f"(ViT, DeiT, DINOv2, BEiT, Swin, ConvNeXt...), found {type(getattr(model, 'classifier', None)).__name__}.")
     return model, processor
+
+
+def set_image_size(model, processor, size: int) -> None:
+    """Resize a ViT-style model's input: interpolate its learned position embeddings to the new patch grid and
+    make the processor (saved with the checkpoint) resize photos to ``size``, so pipelines and the app follow."""
+    emb = getattr(getattr(model, model.base_model_prefix, model), "embeddings", None)
+    pos, patch = getattr(emb, "position_embeddings", None), getattr(model.config, "patch_size", None)
+    if not isinstance(pos, nn.Parameter) or not hasattr(emb, "interpolate_pos_encoding") or not patch:
+        raise SystemExit(f"--image-size needs a ViT-style model with learned position embeddings; "
+                         f"{type(model).__name__} has none. Leave --image-size out.")
+    if size % patch:
+        raise SystemExit(f"--image-size {size} is not a multiple of the patch size {patch}; "
+                         f"use {max(1, round(size / patch)) * patch}.")
+    current = processor.size
+    get = current.get if isinstance(current, dict) else lambda k: getattr(current, k, None)
+    if not (get("height") and get("width")):
+        raise SystemExit(f"--image-size supports processors that resize to height x width; this one has "
+                         f"size={current}. Leave --image-size out.")
+    tokens = (size // patch) ** 2 + 1
+    if pos.shape[1] != tokens:
+        with torch.no_grad():
+            new = emb.interpolate_pos_encoding(torch.zeros(1, tokens, pos.shape[-1]), size, size)
+        emb.position_embeddings = nn.Parameter(new.detach().clone())
+    for part in (emb, getattr(emb, "patch_embeddings", None)):
+        if hasattr(part, "image_size"):
+            part.image_size = (size, size)
+    if hasattr(emb.patch_embeddings, "num_patches"):
+        emb.patch_embeddings.num_patches = tokens - 1
+    model.config.image_size = size
+    processor.size = {"height": size, "width": size}
 
 
 def check_trained_labels(name_or_path: str, labels: list[str]) -> None:
