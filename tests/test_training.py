@@ -64,7 +64,7 @@ def test_calibrate_only_refuses_an_untrained_model_or_other_labels(tiny_vit, ima
     with pytest.raises(SystemExit, match="--calibrate-only needs a model that train.py trained"):
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir",
               str(tmp_path / "o"), "--calibrate-only", *FAST])
-    with pytest.raises(SystemExit, match="not a probability"):
+    with pytest.raises(ValueError, match="not a probability; use a value in"):
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir",
               str(tmp_path / "o"), "--abstain-threshold", "15", *FAST])
 

@@ -59,8 +59,6 @@ def fit(val_logits: torch.Tensor, val_labels, labels: list[str], out_of_scope_la
         _, score = in_scope_scores(val_logits, labels, t, out_of_scope_label)
         ins = in_scope_mask(np.asarray(val_labels), labels, out_of_scope_label)
         threshold = float(np.quantile(score[ins], 1 - keep_rate)) if ins.any() else 0.5
-    elif not 0.0 <= threshold < 1.0:
-        raise ValueError(f"--abstain-threshold {threshold} is not a probability; use a value in [0, 1), e.g. 0.15.")
     return {"calibration_temperature": t, "abstain_threshold": threshold, "out_of_scope_label": out_of_scope_label}
 
 

@@ -77,3 +77,8 @@ class TrainArguments:
     calibrate_only: bool = field(default=False, metadata={
         "help": "Skip training: --model-name-or-path is a model this script trained on the same data; refit its "
                 "temperature and abstain threshold on the same validation split, redo the test metrics and card."})
+
+    def __post_init__(self):
+        if self.abstain_threshold is not None and not 0.0 <= self.abstain_threshold < 1.0:
+            raise ValueError(f"--abstain-threshold {self.abstain_threshold} is not a probability; "
+                             "use a value in [0, 1), e.g. 0.15.")

@@ -93,7 +93,7 @@ def set_image_size(model, processor, size: int) -> None:
     for part in (emb, getattr(emb, "patch_embeddings", None)):
         if hasattr(part, "image_size"):
             part.image_size = (size, size)
-    if hasattr(emb.patch_embeddings, "num_patches"):
+    if hasattr(getattr(emb, "patch_embeddings", None), "num_patches"):
         emb.patch_embeddings.num_patches = tokens - 1
     model.config.image_size = size
     processor.size = {"height": size, "width": size}
@@ -377,6 +377,4 @@ def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, args = parse(argv)
     if args.push_to_hub and not args.hub_model_id:
         raise SystemExit("--push-to-hub needs --hub-model-id user/name.")
-    if args.abstain_threshold is not None and not 0.0 <= args.abstain_threshold < 1.0:
-        raise SystemExit(f"--abstain-threshold {args.abstain_threshold} is not a probability; use a value in [0, 1), e.g. 0.15.")
     return run(data_args, model_args, args)
