@@ -60,10 +60,17 @@ def test_calibrate_only_resets_the_threshold_and_keeps_the_weights(tiny_vit, ima
     assert not (out / "checkpoints").exists()
 
 
-def test_calibrate_only_refuses_an_untrained_model_or_other_labels(tiny_vit, imagefolder, tmp_path):
+def test_calibrate_only_refuses_an_untrained_model_other_labels_or_a_bad_threshold(tiny_vit, imagefolder, tmp_path):
     with pytest.raises(SystemExit, match="--calibrate-only needs a model that train.py trained"):
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir",
               str(tmp_path / "o"), "--calibrate-only", *FAST])
+    trained = tmp_path / "trained"
+    main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(trained),
+          "--freeze-backbone", *FAST])
+    (imagefolder / "red").rename(imagefolder / "green")  # the trained head's classes no longer match the data
+    with pytest.raises(SystemExit, match=r"labels \['blue', 'green'\]; .* has \['blue', 'red'\]"):
+        main(["--data-dir", str(imagefolder), "--model-name-or-path", str(trained), "--output-dir",
+              str(tmp_path / "o2"), "--calibrate-only", *FAST])
     with pytest.raises(ValueError, match="not a probability; use a value in"):
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir",
               str(tmp_path / "o"), "--abstain-threshold", "15", *FAST])
