@@ -36,7 +36,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--in-scope", nargs="+", required=True)
-    p.add_argument("--out-of-scope", nargs="+", required=True, help="NAME=DIR pairs")
+    p.add_argument("--out-of-scope", nargs="+", required=True,
+                   help="NAME=DIR pairs; NAME=DIR1,DIR2 pools several folders into one set")
     p.add_argument("--threshold", type=float, help="abstain below this score instead of the checkpoint's threshold")
     a = p.parse_args(argv)
     clf = Classifier.from_pretrained(a.model)
@@ -52,8 +53,8 @@ def main(argv=None):
         result["in_scope_accuracy"] = round(sum(a == b for a, b in truth) / len(truth), 4)
         result["n_in_scope_labelled"] = len(truth)
     for pair in a.out_of_scope:
-        name, d = pair.split("=", 1)
-        outs = scores(clf, files(d))
+        name, dirs = pair.split("=", 1)
+        outs = scores(clf, [f for d in dirs.split(",") for f in files(d)])
         y = [1] * len(ins) + [0] * len(outs)
         s = [p.score for p in ins] + [p.score for p in outs]
         result["out_of_scope"][name] = {"n": len(outs), "abstained": round(sum(p.abstained for p in outs) / len(outs), 4),

@@ -64,3 +64,15 @@ def test_abstain_eval_reports_keep_rate_auroc_and_accuracy_for_class_folders(tmp
     always = _run_script("abstain_eval").main([*args, "--threshold", "0"])
     assert never["in_scope_keep_rate"] == 0.0 and never["out_of_scope"]["street"]["abstained"] == 1.0
     assert always["in_scope_keep_rate"] == 1.0 and always["out_of_scope"]["street"]["abstained"] == 0.0
+
+
+@pytest.mark.skipif(not EMBEDDED.exists(), reason="the embedded model is missing")
+def test_abstain_eval_pools_several_folders_under_one_name(tmp_path):
+    from conftest import make_imagefolder
+
+    ins = make_imagefolder(tmp_path / "in", per_class=2, classes=("sequoia",), size=(96, 72))
+    outs = make_imagefolder(tmp_path / "out", per_class=2, classes=("zion", "arches"), size=(96, 72))
+    r = _run_script("abstain_eval").main(["--model", str(EMBEDDED), "--in-scope", str(ins / "sequoia"),
+                                          "--out-of-scope", f"parks={outs / 'zion'},{outs / 'arches'}",
+                                          f"zion={outs / 'zion'}"])
+    assert r["out_of_scope"]["parks"]["n"] == 4 and r["out_of_scope"]["zion"]["n"] == 2
