@@ -46,6 +46,20 @@ def test_stratified_seeded_split_80_10_10(tmp_path):
     assert a["test"]["image"] == b["test"]["image"]
 
 
+def paths(split) -> set[str]:
+    return {im["path"] for im in split["image"]}
+
+
+def test_validation_seed_draws_another_validation_split_beside_the_same_test_split(tmp_path):
+    root = make_imagefolder(tmp_path / "d", per_class=20)
+    a, _ = prepare(load_source(str(root)), draft_size=32, seed=1)
+    b, _ = prepare(load_source(str(root)), draft_size=32, seed=1, validation_seed=2)
+    assert paths(a["test"]) == paths(b["test"])
+    assert paths(a["validation"]) != paths(b["validation"])
+    assert not paths(b["train"]) & (paths(b["test"]) | paths(b["validation"]))
+    assert len(b["validation"]) == len(a["validation"])
+
+
 def test_given_splits_are_kept(tmp_path):
     make_imagefolder(tmp_path / "d" / "train", per_class=10)
     make_imagefolder(tmp_path / "d" / "test", per_class=3, seed=500)

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from parkclf.training import main
@@ -32,6 +33,36 @@ def test_freeze_backbone_changes_only_the_head(tiny_vit, imagefolder, tmp_path):
     assert (before["vit.encoder.layer.0.attention.attention.query.weight"]
             == after["vit.encoder.layer.0.attention.attention.query.weight"]).all()
     assert not (out / "checkpoints").exists()
+
+
+def test_soup_saves_the_mean_of_members_trained_with_successive_seeds(tiny_vit, imagefolder, tmp_path):
+    out = tmp_path / "out"
+    metrics = main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
+                    "--soup", "2", "--seed", "7", *FAST])
+    a, b = (load_file(out / "soup" / f"member-{i}" / "model.safetensors") for i in (0, 1))
+    soup = load_file(out / "model.safetensors")
+    key = "vit.encoder.layer.0.attention.attention.query.weight"
+    assert not torch.equal(a[key], b[key])  # the seeds really gave two different models
+    for k in soup:
+        torch.testing.assert_close(soup[k], (a[k] + b[k]) / 2)
+    assert metrics["soup_seeds"] == [7, 8]
+    # calibrated on out-of-fold logits: each member on its own validation split, so twice the photos
+    n_val = sum(json.loads((out / "data_report.json").read_text())["counts"]["validation"].values())
+    assert sum(metrics["validation"]["support"]) == 2 * n_val
+    assert "mean of the weights of 2" in (out / "README.md").read_text()
+    # A rerun reuses finished members instead of training them again.
+    before = (out / "soup" / "member-1" / "model.safetensors").stat().st_mtime_ns
+    main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
+          "--soup", "2", "--seed", "7", *FAST])
+    assert (out / "soup" / "member-1" / "model.safetensors").stat().st_mtime_ns == before
+
+
+def test_soup_with_a_frozen_backbone_or_below_one_names_the_fix(tiny_vit, imagefolder, tmp_path):
+    args = ["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(tmp_path / "o")]
+    with pytest.raises(SystemExit, match="leave it out with --freeze-backbone"):
+        main([*args, "--soup", "2", "--freeze-backbone", *FAST])
+    with pytest.raises(ValueError, match="1 or more"):
+        main([*args, "--soup", "0", *FAST])
 
 
 def test_label_set_mismatch_is_refused_without_overwrite(tiny_vit, imagefolder, tmp_path):

@@ -16,6 +16,10 @@ TEMPLATE = """---
 
 Image classifier for **{{ labels | join(", ") }}**, fine-tuned from `{{ base_model }}` with this project's
 `train.py`. Upload a photo and it answers one of these classes, or says the photo is none of them.
+{%- if soup_seeds | length > 1 %}
+Its weights are the mean of the weights of {{ soup_seeds | length }} models fine-tuned on the same splits with seeds
+{{ soup_seeds | join(", ") }} (a uniform model soup, `--soup {{ soup_seeds | length }}`), so it costs one model to run.
+{%- endif %}
 
 ## Results (held-out test split, {{ n_test }} photos)
 
@@ -137,7 +141,7 @@ def write(out: Path, *, metrics: dict, report: dict, base_model: str, dataset: s
         confusion=test["confusion_matrix"], confusion_png=CONFUSION_PNG, calibration=metrics["calibration"],
         abstain=metrics["abstain"], source=dataset or metrics.get("source"), counts=report.get("counts"),
         n_unreadable=len(report.get("unreadable", [])), n_dupes=len(report.get("duplicates_dropped", [])),
-        provenance=provenance, extra=extra, repo_id=hub_model_id or str(out),
+        provenance=provenance, extra=extra, soup_seeds=metrics.get("soup_seeds", []), repo_id=hub_model_id or str(out),
         space_or_url="user/space-name or http://127.0.0.1:7860")
     card.save(out / "README.md")
     return card

@@ -74,11 +74,16 @@ class TrainArguments:
     abstain_threshold: float | None = field(default=None, metadata={
         "help": "Set the abstain threshold (0-1, on the calibrated best-class probability) instead of deriving it "
                 "from --abstain-keep-rate, e.g. from a leave-out run on photographers the model never saw."})
+    soup: int = field(default=1, metadata={
+        "help": "Fine-tune this many models on the same splits with seeds --seed, --seed+1, ... and save the mean of "
+                "their weights (a uniform model soup): N times the training time, the same cost to serve."})
     calibrate_only: bool = field(default=False, metadata={
         "help": "Skip training: --model-name-or-path is a model this script trained on the same data; refit its "
                 "temperature and abstain threshold on the same validation split, redo the test metrics and card."})
 
     def __post_init__(self):
+        if self.soup < 1:
+            raise ValueError(f"--soup {self.soup}: give the number of models to average, 1 or more (1: no soup).")
         if self.abstain_threshold is not None and not 0.0 <= self.abstain_threshold < 1.0:
             raise ValueError(f"--abstain-threshold {self.abstain_threshold} is not a probability; "
                              "use a value in [0, 1), e.g. 0.15.")

@@ -204,8 +204,12 @@ def _drop_leaks(ds: DatasetDict, report: DataReport) -> DatasetDict:
 
 
 def prepare(ds: DatasetDict, *, draft_size: int, validation_fraction: float = 0.1, test_fraction: float = 0.1,
-            seed: int = 42, source: str = "", groups: dict[str, str] | None = None) -> tuple[DatasetDict, DataReport]:
-    """Sanitise, split (stratified, seeded) and de-leak. Returns train/validation/test and the report."""
+            seed: int = 42, source: str = "", groups: dict[str, str] | None = None,
+            validation_seed: int | None = None) -> tuple[DatasetDict, DataReport]:
+    """Sanitise, split (stratified, seeded) and de-leak. Returns train/validation/test and the report.
+
+    The test split is drawn first, with ``seed`` alone; ``validation_seed`` (default ``seed``) draws another
+    validation split from the rest, so models trained on different validation splits share one test split."""
     report = DataReport(source=source)
     if "train" not in ds:
         raise ValueError(f"The data has splits {list(ds)}; one must be called 'train'.")
@@ -235,15 +239,16 @@ def prepare(ds: DatasetDict, *, draft_size: int, validation_fraction: float = 0.
                          "add photos or remove the folder.")
     total = sum(len(s) for s in ds.values())
     for split_name, frac in (("test", test_fraction), ("validation", validation_fraction)):
+        split_seed = seed if split_name == "test" or validation_seed is None else validation_seed
         if split_name not in ds and frac > 0:
             remaining = len(ds["train"])
             n = max(len(names), round(frac * total))
             if remaining - n < len(names):
                 raise ValueError(f"Too few images ({remaining}) to hold out a {split_name} split; add photos.")
             if groups:
-                ds["train"], ds[split_name] = _grouped_split(ds["train"], n / remaining, groups, seed)
+                ds["train"], ds[split_name] = _grouped_split(ds["train"], n / remaining, groups, split_seed)
             else:
-                parts = ds["train"].train_test_split(test_size=n, stratify_by_column="label", seed=seed,
+                parts = ds["train"].train_test_split(test_size=n, stratify_by_column="label", seed=split_seed,
                                                      keep_in_memory=True)
                 ds["train"], ds[split_name] = parts["train"], parts["test"]
 

@@ -8,11 +8,12 @@ do not tear up pretrained features with a random head. Measured numbers are in t
 
 from __future__ import annotations
 
+import copy
 import json
-import re
 import logging
 import math
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -252,6 +253,60 @@ def store_fp16(folder: Path) -> None:
     save_file(tensors, path, metadata={"format": "pt"})
 
 
+def train_member(model, splits, processor, labels, model_args: ModelArguments, args: TrainArguments,
+                 ckpt_dir: str, seed: int, head_dir: str):
+    """Linear probe, then (unless --freeze-backbone) full fine-tuning; returns the best-validation model.
+    Resumes from the newest complete checkpoint in ``ckpt_dir``."""
+    set_seed(seed)
+    last = last_complete_checkpoint(ckpt_dir)
+    if last is None:
+        feats = {s: head_features(model, splits[s], processor) for s in ("train", "validation")}
+        fit_head(model, feats["train"], splits["train"]["label"], feats["validation"], splits["validation"]["label"],
+                 args, head_dir)
+    else:
+        # The Trainer restores optimizer, scheduler and step, but its raw state-dict load does not map
+        # transformers 5's renamed ViT keys and silently keeps the fresh weights: load them here.
+        logger.info("Resuming from %s", last)
+        model = AutoModelForImageClassification.from_pretrained(last, use_safetensors=True)
+    if model_args.freeze_backbone:
+        return model
+    steps_per_epoch = math.ceil(len(splits["train"]) / args.per_device_train_batch_size)
+    # Evaluate and save together (best-checkpoint selection needs both on the same schedule):
+    # every epoch, or every --save-steps steps so a kill loses little work.
+    schedule = ({"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": args.save_steps,
+                 "save_steps": args.save_steps} if args.save_steps else
+                {"eval_strategy": "epoch", "save_strategy": "epoch"})
+    targs = _trainer_args(
+        args, ckpt_dir, seed=seed, num_train_epochs=args.num_train_epochs,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=64, lr_scheduler_type="cosine", warmup_steps=max(1, steps_per_epoch // 4),
+        save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="accuracy",
+        greater_is_better=True, **schedule)
+    optimizer = torch.optim.AdamW(layer_decay_groups(model, args.learning_rate, args.layer_decay, args.weight_decay))
+    trainer = SmoothedTrainer(
+        model=model, args=targs, label_smoothing=args.label_smoothing, optimizers=(optimizer, None),
+        train_dataset=splits["train"].with_transform(dataset_transform(processor, augment=True)),
+        eval_dataset=splits["validation"].with_transform(dataset_transform(processor)),
+        compute_metrics=compute_metrics_fn(len(labels)),
+        callbacks=[EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience)])
+    trainer.train(resume_from_checkpoint=last)
+    # Reload the best checkpoint through from_pretrained: the Trainer's own load_best_model_at_end
+    # loads raw state-dict keys and, with transformers 5's renamed ViT modules, silently loads nothing.
+    best = trainer.state.best_model_checkpoint or get_last_checkpoint(ckpt_dir)
+    logger.info("best checkpoint: %s (accuracy %s)", best, trainer.state.best_metric)
+    return AutoModelForImageClassification.from_pretrained(best, use_safetensors=True).to(model.device)
+
+
+def average_weights(models: list) -> nn.Module:
+    """A copy of the first model holding the element-wise mean of all the models' weights (a uniform soup)."""
+    states = [m.state_dict() for m in models]
+    mean = {k: (sum(s[k].float() for s in states) / len(states)).to(v.dtype) if v.is_floating_point() else v
+            for k, v in states[0].items()}
+    soup = copy.deepcopy(models[0])
+    soup.load_state_dict(mean)
+    return soup
+
+
 def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArguments) -> dict:
     from accelerate import PartialState
 
@@ -284,50 +339,46 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
     if state.is_main_process:
         (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
 
-    ckpt_dir = str(out / "checkpoints")
-    last = None if args.calibrate_only else last_complete_checkpoint(ckpt_dir)
     if args.calibrate_only:
         logger.info("--calibrate-only: no training; refitting calibration of %s", model_args.model_name_or_path)
-    elif last is None:
-        feats = {s: head_features(model, splits[s], processor) for s in ("train", "validation")}
-        fit_head(model, feats["train"], splits["train"]["label"], feats["validation"], splits["validation"]["label"],
-                 args, str(out / "head"))
+        members = [(model, splits)]
+    elif args.soup == 1:
+        model = train_member(model, splits, processor, labels, model_args, args, str(out / "checkpoints"), args.seed,
+                             str(out / "head"))
+        members = [(model, splits)]
     else:
-        # The Trainer restores optimizer, scheduler and step, but its raw state-dict load does not map
-        # transformers 5's renamed ViT keys and silently keeps the fresh weights: load them here.
-        logger.info("Resuming from %s", last)
-        model = AutoModelForImageClassification.from_pretrained(last, use_safetensors=True)
-
-    if not (model_args.freeze_backbone or args.calibrate_only):
-        steps_per_epoch = math.ceil(len(splits["train"]) / args.per_device_train_batch_size)
-        # Evaluate and save together (best-checkpoint selection needs both on the same schedule):
-        # every epoch, or every --save-steps steps so a kill loses little work.
-        schedule = ({"eval_strategy": "steps", "save_strategy": "steps", "eval_steps": args.save_steps,
-                     "save_steps": args.save_steps} if args.save_steps else
-                    {"eval_strategy": "epoch", "save_strategy": "epoch"})
-        targs = _trainer_args(
-            args, ckpt_dir, num_train_epochs=args.num_train_epochs, per_device_train_batch_size=args.per_device_train_batch_size,
-            per_device_eval_batch_size=64, lr_scheduler_type="cosine", warmup_steps=max(1, steps_per_epoch // 4),
-            save_total_limit=2, load_best_model_at_end=True, metric_for_best_model="accuracy",
-            greater_is_better=True, **schedule)
-        optimizer = torch.optim.AdamW(layer_decay_groups(model, args.learning_rate, args.layer_decay, args.weight_decay))
-        trainer = SmoothedTrainer(
-            model=model, args=targs, label_smoothing=args.label_smoothing, optimizers=(optimizer, None),
-            train_dataset=splits["train"].with_transform(dataset_transform(processor, augment=True)),
-            eval_dataset=splits["validation"].with_transform(dataset_transform(processor)),
-            compute_metrics=compute_metrics_fn(len(labels)),
-            callbacks=[EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience)])
-        trainer.train(resume_from_checkpoint=last)
-        # Reload the best checkpoint through from_pretrained: the Trainer's own load_best_model_at_end
-        # loads raw state-dict keys and, with transformers 5's renamed ViT modules, silently loads nothing.
-        best = trainer.state.best_model_checkpoint or get_last_checkpoint(ckpt_dir)
-        logger.info("best checkpoint: %s (accuracy %s)", best, trainer.state.best_metric)
-        model = AutoModelForImageClassification.from_pretrained(best, use_safetensors=True).to(model.device)
+        # A uniform model soup (Wortsman et al. 2022). Member i trains with seed --seed+i and, unless the data
+        # brings its own validation split, on its own validation split drawn with that seed; all members share the
+        # test split, drawn with --seed alone, so no member ever trains on a test photo.
+        members = []
+        for i in range(args.soup):
+            member_splits = splits if i == 0 else data.prepare(
+                raw, draft_size=draft_size(processor), seed=args.seed, source=source, groups=groups,
+                validation_fraction=data_args.validation_fraction, test_fraction=data_args.test_fraction,
+                validation_seed=args.seed + i)[0]
+            folder = out / "soup" / f"member-{i}"
+            if (folder / "model.safetensors").exists():
+                logger.info("soup member %d: reusing %s", i, folder)
+                member = AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
+            else:
+                set_seed(args.seed + i)
+                base = model if i == 0 else load_model(model_args, labels)[0]
+                member = train_member(base, member_splits, processor, labels, model_args, args,
+                                      str(out / "checkpoints" / f"member-{i}"), args.seed + i, str(out / "head"))
+                if state.is_main_process:
+                    member.save_pretrained(folder)
+            members.append((member, member_splits))
+        model = average_weights([m for m, _ in members])
 
     if not state.is_main_process:
         state.wait_for_everyone()
         return {}
-    val_logits, val_labels = predict_logits(model, splits["validation"], processor)
+    # Calibrate on validation photos the scoring model never trained on. Through its other members, a soup has
+    # trained on most of each member's validation photos, so it is calibrated on out-of-fold logits instead: each
+    # member on its own validation split.
+    oof = [predict_logits(m, member_splits["validation"], processor) for m, member_splits in members] \
+        if len(members) > 1 else [predict_logits(model, splits["validation"], processor)]
+    val_logits, val_labels = torch.cat([lg for lg, _ in oof]), np.concatenate([y for _, y in oof])
     calib = calibration.fit(val_logits, val_labels, labels, OUT_OF_SCOPE if OUT_OF_SCOPE in labels else None,
                             keep_rate=args.abstain_keep_rate, threshold=args.abstain_threshold)
     model.config.update(calib)
@@ -342,7 +393,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
                "calibration": calib,
                "abstain": calibration.evaluate(test_logits, test_labels, labels, model.config),
                "labels": labels, "base_model": args.base_model_id or earlier.get("base_model", model_args.model_name_or_path),
-               "freeze_backbone": earlier.get("freeze_backbone", model_args.freeze_backbone), "source": source}
+               "freeze_backbone": earlier.get("freeze_backbone", model_args.freeze_backbone), "source": source,
+               "soup_seeds": earlier.get("soup_seeds", [args.seed + i for i in range(args.soup)])}
     logger.info("test accuracy %.4f, macro-F1 %.4f", metrics["test"]["accuracy"], metrics["test"]["macro_f1"])
 
     try:
@@ -377,4 +429,6 @@ def main(argv: list[str] | None = None) -> dict:
     data_args, model_args, args = parse(argv)
     if args.push_to_hub and not args.hub_model_id:
         raise SystemExit("--push-to-hub needs --hub-model-id user/name.")
+    if args.soup > 1 and (model_args.freeze_backbone or args.calibrate_only):
+        raise SystemExit("--soup averages fully fine-tuned models; leave it out with --freeze-backbone or --calibrate-only.")
     return run(data_args, model_args, args)
