@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import pytest
 import torch
@@ -55,6 +56,17 @@ def test_soup_saves_the_mean_of_members_trained_with_successive_seeds(tiny_vit, 
     main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
           "--soup", "2", "--seed", "7", *FAST])
     assert (out / "soup" / "member-1" / "model.safetensors").stat().st_mtime_ns == before
+    # --calibrate-only on a soup recalibrates on the members' out-of-fold logits again, weights untouched ...
+    weights = (out / "model.safetensors").read_bytes()
+    recal = ["--data-dir", str(imagefolder), "--model-name-or-path", str(out), "--output-dir", str(out),
+             "--calibrate-only", "--seed", "7", "--bf16", "no"]
+    again = main(recal)
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert sum(again["validation"]["support"]) == 2 * n_val and again["soup_seeds"] == [7, 8]
+    # ... and, without its members, says what it needs instead of calibrating on photos the soup trained on.
+    shutil.rmtree(out / "soup")
+    with pytest.raises(SystemExit, match="needs --seed 7 and its members"):
+        main(recal)
 
 
 def test_soup_with_a_frozen_backbone_or_below_one_names_the_fix(tiny_vit, imagefolder, tmp_path):

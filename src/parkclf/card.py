@@ -17,8 +17,9 @@ TEMPLATE = """---
 Image classifier for **{{ labels | join(", ") }}**, fine-tuned from `{{ base_model }}` with this project's
 `train.py`. Upload a photo and it answers one of these classes, or says the photo is none of them.
 {%- if soup_seeds | length > 1 %}
-Its weights are the mean of the weights of {{ soup_seeds | length }} models fine-tuned on the same splits with seeds
-{{ soup_seeds | join(", ") }} (a uniform model soup, `--soup {{ soup_seeds | length }}`), so it costs one model to run.
+Its weights are the mean of the weights of {{ soup_seeds | length }} models fine-tuned with seeds {{ soup_seeds | join(", ") }},
+each on its own validation split, all with the same test split (a uniform model soup, `--soup {{ soup_seeds | length }}`),
+so it costs one model to run. Its calibration was fitted on each member's own validation photos.
 {%- endif %}
 
 ## Results (held-out test split, {{ n_test }} photos)
@@ -58,7 +59,7 @@ Confusion matrix (rows: true class, columns: predicted):
 
 ## Calibration and abstaining
 
-Softmax temperature {{ "%.3f" | format(calibration.calibration_temperature) }} (fitted on the validation split). The app answers
+Softmax temperature {{ "%.3f" | format(calibration.calibration_temperature) }} (fitted on the validation split{% if soup_seeds | length > 1 %}s of its members, each scored by its own member, which never trained on it{% endif %}). The app answers
 "not one of my classes" when the calibrated probability of the best class is below
 {{ "%.3f" | format(calibration.abstain_threshold) }}{% if calibration.out_of_scope_label %}; the model also has an
 out-of-scope class `{{ calibration.out_of_scope_label }}` trained on negative photos{% endif %}. Both live in `config.json`.

@@ -339,9 +339,26 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
     if state.is_main_process:
         (out / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
 
+    def splits_for(validation_seed: int):
+        """The splits of soup member with this seed: its own validation split, the shared test split."""
+        return splits if validation_seed == args.seed else data.prepare(
+            raw, draft_size=draft_size(processor), seed=args.seed, source=source, groups=groups,
+            validation_fraction=data_args.validation_fraction, test_fraction=data_args.test_fraction,
+            validation_seed=validation_seed)[0]
+
     if args.calibrate_only:
         logger.info("--calibrate-only: no training; refitting calibration of %s", model_args.model_name_or_path)
         members = [(model, splits)]
+        seeds = earlier_run(model_args.model_name_or_path, args).get("soup_seeds", [args.seed])
+        if len(seeds) > 1:  # a soup: recalibrate on its members' out-of-fold logits, as training did
+            folders = [Path(model_args.model_name_or_path) / "soup" / f"member-{i}" for i in range(len(seeds))]
+            if seeds[0] != args.seed or not all((f / "model.safetensors").exists() for f in folders):
+                raise SystemExit(f"{model_args.model_name_or_path} is a soup of {len(seeds)} models (seeds {seeds}); "
+                                 f"--calibrate-only needs --seed {seeds[0]} and its members in "
+                                 f"{Path(model_args.model_name_or_path) / 'soup'}/member-*, which train.py keeps "
+                                 "in its --output-dir. Rerun the training command there instead.")
+            members = [(AutoModelForImageClassification.from_pretrained(f, use_safetensors=True), splits_for(seed))
+                       for f, seed in zip(folders, seeds)]
     elif args.soup == 1:
         model = train_member(model, splits, processor, labels, model_args, args, str(out / "checkpoints"), args.seed,
                              str(out / "head"))
@@ -352,10 +369,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
         # test split, drawn with --seed alone, so no member ever trains on a test photo.
         members = []
         for i in range(args.soup):
-            member_splits = splits if i == 0 else data.prepare(
-                raw, draft_size=draft_size(processor), seed=args.seed, source=source, groups=groups,
-                validation_fraction=data_args.validation_fraction, test_fraction=data_args.test_fraction,
-                validation_seed=args.seed + i)[0]
+            member_splits = splits_for(args.seed + i)
             folder = out / "soup" / f"member-{i}"
             if (folder / "model.safetensors").exists():
                 logger.info("soup member %d: reusing %s", i, folder)
