@@ -75,8 +75,9 @@ class TrainArguments:
         "help": "Set the abstain threshold (0-1, on the calibrated best-class probability) instead of deriving it "
                 "from --abstain-keep-rate, e.g. from a leave-out run on photographers the model never saw."})
     soup: int = field(default=1, metadata={
-        "help": "Fine-tune this many models on the same splits with seeds --seed, --seed+1, ... and save the mean of "
-                "their weights (a uniform model soup): N times the training time, the same cost to serve."})
+        "help": "Fine-tune this many models with seeds --seed, --seed+1, ..., each on its own validation split and all "
+                "with one test split, and save the mean of their weights (a uniform model soup): N times the "
+                "training time, the same cost to serve. Members are kept in OUTPUT_DIR/soup/ and reused on a rerun."})
     calibrate_only: bool = field(default=False, metadata={
         "help": "Skip training: --model-name-or-path is a model this script trained on the same data; refit its "
                 "temperature and abstain threshold on the same validation split, redo the test metrics and card."})
