@@ -4,10 +4,11 @@ the same amount of image chosen at random (deletion test, Samek et al. 2017)."""
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import EMBEDDED, PARKS, needs_shared
 from parkclf.classifier import Classifier
-from parkclf.explain import relevance_map
+from parkclf.explain import overlay, relevance_map
 from parkclf.transforms import open_images
 
 
@@ -44,3 +45,12 @@ def test_occluding_the_top_region_hurts_more_than_a_random_region():
         random_drops.append(np.mean([base - prob(occlude(pv, rng.choice(heat.size, k, replace=False), patch))
                                      for _ in range(3)]))
     assert np.mean(top_drops) > np.mean(random_drops), (np.mean(top_drops), np.mean(random_drops))
+
+
+def test_overlay_covers_what_the_model_saw_and_shades_the_rest():
+    grey = Image.new("RGB", (100, 50), (128, 128, 128))
+    shown = np.asarray(overlay(grey, np.ones((2, 2)), box=(20, 10, 80, 40))).astype(int)
+    assert np.abs(shown[5, 5] - 64).max() <= 1  # outside the centre crop: half as bright, no colour
+    assert shown[25, 50, 0] > 180 and shown[25, 50, 0] > shown[25, 50, 2] + 40  # inside: the map's hot colour
+    whole = np.asarray(overlay(grey, np.ones((2, 2)))).astype(int)
+    assert whole[5, 5, 0] > 180  # without a box the map covers the whole photo

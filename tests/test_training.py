@@ -139,6 +139,36 @@ def test_image_size_interpolates_position_embeddings_and_the_processor_follows(t
     assert answer[0]["label"] in {"red", "blue"}
 
 
+def test_center_crop_is_saved_in_the_processor_and_calibrate_only_adds_it_without_touching_the_weights(
+        tiny_vit, imagefolder, tmp_path):
+    from transformers import AutoImageProcessor, pipeline
+
+    from parkclf.classifier import Classifier
+
+    out = tmp_path / "out"
+    data = ["--data-dir", str(imagefolder), *FAST]
+    first = main([*data, "--model-name-or-path", str(tiny_vit), "--output-dir", str(out), "--freeze-backbone"])
+    weights = (out / "model.safetensors").read_bytes()
+    again = main([*data, "--model-name-or-path", str(out), "--output-dir", str(out), "--calibrate-only",
+                  "--center-crop", "0.8"])
+    saved = json.loads((out / "preprocessor_config.json").read_text())
+    assert saved["image_processor_type"] == "DeiTImageProcessor" and saved["do_center_crop"] is True
+    assert saved["crop_size"] == {"height": 32, "width": 32} and saved["size"] == {"height": 40, "width": 40}
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert again["test"]["accuracy"] >= 0.5 and first["test"]["accuracy"] >= 0.5
+    assert type(AutoImageProcessor.from_pretrained(out)).__name__ == "DeiTImageProcessor"
+    photo = str(next((imagefolder / "red").iterdir()))
+    assert pipeline("image-classification", model=str(out))(photo)[0]["label"] in {"red", "blue"}
+    assert Classifier.from_pretrained(str(out)).predict(photo).label in {"red", "blue"}
+    # with --image-size the crop keeps its share: the model reads 48 px, the photo is resized to 64 first
+    sized = tmp_path / "sized"
+    main([*data, "--model-name-or-path", str(tiny_vit), "--output-dir", str(sized), "--freeze-backbone",
+          "--image-size", "48", "--center-crop", "0.75"])
+    saved = json.loads((sized / "preprocessor_config.json").read_text())
+    assert saved["crop_size"] == {"height": 48, "width": 48} and saved["size"] == {"height": 64, "width": 64}
+    assert json.loads((sized / "config.json").read_text())["image_size"] == 48
+
+
 def test_image_size_that_is_not_a_multiple_of_the_patch_names_the_fix(tiny_vit, imagefolder, tmp_path):
     with pytest.raises(SystemExit, match="not a multiple of the patch size 8; use 48"):
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir",

@@ -16,7 +16,7 @@ from PIL import Image
 from .calibration import in_scope_scores, real_indices
 from .hardware import bf16_supported
 from .images import ImageSource
-from .transforms import image_size, open_images, pixel_values
+from .transforms import image_size, open_images, pixel_values, visible_box
 
 @dataclass
 class Prediction:
@@ -90,4 +90,4 @@ class Classifier:
         heat, logits = relevance_map(self.model, self.pixel_values([image]),
                                      real_indices(self.all_labels, self.out_of_scope_label))
         pred = self._predictions(logits)[0]
-        return overlay(image, heat), pred, heat
+        return overlay(image, heat, box=visible_box(self.image_processor, *image.size)), pred, heat

@@ -36,6 +36,12 @@ class ModelArguments:
         "help": "Input side in pixels, e.g. 308 (default: the checkpoint's). ViT-style learned position embeddings are "
                 "interpolated once (bicubic, as DINOv2 does) and the saved processor resizes to it. DINOv2 backbones "
                 "see more detail at higher resolution; compute grows about with (size/224)^2."})
+    center_crop: float | None = field(default=None, metadata={
+        "help": "Show the model the middle share of each side of a photo at evaluation and in the app, e.g. 0.8 "
+                "(default: the checkpoint processor's own choice; ViT's sees the whole photo). Random training "
+                "crops make scenes look larger than a whole photo does; a centre crop evens that out. Saved in "
+                "the processor (as DeiT's resize-then-crop). With --calibrate-only it changes a trained model's "
+                "processor and recalibrates, leaving the weights as they are."})
     freeze_backbone: bool = field(default=False, metadata={
         "help": "Train only the classification head, on cached backbone features (seconds on a CPU)."})
 

@@ -41,12 +41,18 @@ def relevance_map(model, pixel_values: torch.Tensor, real_ids: list[int] | None 
     return heat.detach().cpu().numpy(), kept["logits"]
 
 
-def overlay(image: Image.Image, heat: np.ndarray, *, alpha: float = 0.5, max_side: int = 768) -> Image.Image:
-    """The photo (shrunk for display) with the relevance map in colour on top."""
+def overlay(image: Image.Image, heat: np.ndarray, *, box: tuple[float, float, float, float] | None = None,
+            alpha: float = 0.5, max_side: int = 768) -> Image.Image:
+    """The photo (shrunk for display) with the relevance map in colour on top. ``box``: the part of the photo the
+    model saw (a processor's centre crop, in the photo's pixels); the map covers it and the rest is shaded."""
     from matplotlib import colormaps
 
     img = image.copy()
     img.thumbnail((max_side, max_side))
-    h = Image.fromarray((heat * 255).astype(np.uint8)).resize(img.size, Image.BICUBIC)
-    rgb = (colormaps["inferno"](np.asarray(h) / 255.0)[..., :3] * 255).astype(np.uint8)
+    l, t, r, b = box or (0, 0, image.width, image.height)
+    sx, sy = img.width / image.width, img.height / image.height
+    l, t, r, b = round(l * sx), round(t * sy), max(round(r * sx), round(l * sx) + 1), max(round(b * sy), round(t * sy) + 1)
+    full = Image.new("L", img.size, 0)  # outside what the model saw: shaded, as a zero relevance
+    full.paste(Image.fromarray((heat * 255).astype(np.uint8)).resize((r - l, b - t), Image.BICUBIC), (l, t))
+    rgb = (colormaps["inferno"](np.asarray(full) / 255.0)[..., :3] * 255).astype(np.uint8)
     return Image.blend(img, Image.fromarray(rgb), alpha)

@@ -29,7 +29,7 @@ from . import calibration, card, data, hub
 from .hardware import bf16_supported
 from .config import DataArguments, ModelArguments, TrainArguments
 from .metrics import load_classification
-from .transforms import dataset_transform, draft_size
+from .transforms import dataset_transform, draft_size, image_size, resize_size, size_getter
 
 logger = logging.getLogger("parkclf.train")
 OUT_OF_SCOPE = "other"
@@ -64,6 +64,8 @@ def load_model(model_args: ModelArguments, labels: list[str]):
     processor = AutoImageProcessor.from_pretrained(model_args.model_name_or_path)
     if model_args.image_size:
         set_image_size(model, processor, model_args.image_size)
+    if model_args.center_crop is not None:
+        processor = set_center_crop(processor, model_args.center_crop)
     if not isinstance(getattr(model, "classifier", None), nn.Linear):
         raise SystemExit(f"{model_args.model_name_or_path}: expected a linear `classifier` head "
                          f"(ViT, DeiT, DINOv2, BEiT, Swin, ConvNeXt...), found {type(getattr(model, 'classifier', None)).__name__}.")
@@ -82,10 +84,11 @@ def set_image_size(model, processor, size: int) -> None:
         raise SystemExit(f"--image-size {size} is not a multiple of the patch size {patch}; "
                          f"use {max(1, round(size / patch)) * patch}.")
     current = processor.size
-    get = current.get if isinstance(current, dict) else lambda k: getattr(current, k, None)
+    get = size_getter(current)
     if not (get("height") and get("width")):
         raise SystemExit(f"--image-size supports processors that resize to height x width; this one has "
                          f"size={current}. Leave --image-size out.")
+    (h, _), (rh, _) = image_size(processor), resize_size(processor)
     tokens = (size // patch) ** 2 + 1
     if pos.shape[1] != tokens:
         with torch.no_grad():
@@ -97,7 +100,31 @@ def set_image_size(model, processor, size: int) -> None:
     if hasattr(getattr(emb, "patch_embeddings", None), "num_patches"):
         emb.patch_embeddings.num_patches = tokens - 1
     model.config.image_size = size
+    if rh != h:  # a centre-cropping processor: keep the share of the photo it crops
+        processor.crop_size = {"height": size, "width": size}
+        size = round(size * rh / h)
     processor.size = {"height": size, "width": size}
+
+
+def set_center_crop(processor, fraction: float):
+    """A processor that shows the model the middle ``fraction`` of each side of a photo: it resizes to
+    input/fraction and centre-crops the model's input size (transformers' DeiTImageProcessor, so plain pipelines
+    load it). Training crops are unaffected; at evaluation the scene appears at about the scale the random
+    training crops showed it (Touvron et al. 2019, "Fixing the train-test resolution discrepancy")."""
+    from transformers import DeiTImageProcessor
+
+    if not 0.5 <= fraction <= 1:
+        raise SystemExit(f"--center-crop {fraction}: give the share of each side to keep, between 0.5 and 1 (e.g. 0.8).")
+    get = size_getter(processor.size)
+    if not (get("height") and get("width")):
+        raise SystemExit(f"--center-crop supports processors that resize to height x width (ViT, DeiT); this one "
+                         f"has size={processor.size} and its own crop. Leave --center-crop out.")
+    h, w = image_size(processor)
+    return DeiTImageProcessor(
+        do_resize=True, size={"height": round(h / fraction), "width": round(w / fraction)},
+        resample=processor.resample, do_center_crop=fraction < 1, crop_size={"height": h, "width": w},
+        do_rescale=processor.do_rescale, rescale_factor=processor.rescale_factor,
+        do_normalize=processor.do_normalize, image_mean=processor.image_mean, image_std=processor.image_std)
 
 
 def check_trained_labels(name_or_path: str, labels: list[str]) -> None:

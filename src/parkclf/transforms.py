@@ -15,10 +15,29 @@ from torchvision.transforms import v2
 from .images import ImageSource, load_image
 
 
+def size_getter(size):
+    """``get(key)`` on a processor's size, whether a dict or transformers' SizeDict."""
+    return size.get if isinstance(size, dict) else lambda k, d=None: getattr(size, k, d)
+
+
+def _crops(image_processor) -> bool:
+    crop = getattr(image_processor, "crop_size", None)
+    return bool(getattr(image_processor, "do_center_crop", False) and crop and size_getter(crop)("height"))
+
+
 def image_size(image_processor) -> tuple[int, int]:
-    """(height, width) the model sees, read from the processor saved with the checkpoint."""
+    """(height, width) the model sees, read from the processor saved with the checkpoint: its centre crop if it
+    crops, else the size it resizes to."""
+    if _crops(image_processor):
+        get = size_getter(image_processor.crop_size)
+        return int(get("height")), int(get("width"))
+    return resize_size(image_processor)
+
+
+def resize_size(image_processor) -> tuple[int, int]:
+    """(height, width) the processor resizes a photo to before any centre crop (a square for shortest-edge ones)."""
     size = image_processor.size
-    get = size.get if isinstance(size, dict) else lambda k, d=None: getattr(size, k, d)
+    get = size_getter(size)
     if get("height") and get("width"):
         return int(get("height")), int(get("width"))
     edge = get("shortest_edge") or get("longest_edge")
@@ -27,14 +46,29 @@ def image_size(image_processor) -> tuple[int, int]:
     raise ValueError(f"Cannot tell the input size from the image processor's size {size!r}.")
 
 
+def visible_box(image_processor, width: int, height: int) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the part of a width x height photo the model sees, in the photo's pixels:
+    all of it, or the middle that the processor's centre crop keeps."""
+    if not _crops(image_processor):
+        return 0.0, 0.0, float(width), float(height)
+    ch, cw = image_size(image_processor)
+    size = size_getter(image_processor.size)
+    if size("height") and size("width"):  # resized to height x width (aspect not kept), then cropped
+        bw, bh = width * cw / int(size("width")), height * ch / int(size("height"))
+    else:  # shortest edge resized to N, then cropped
+        scale = int(size("shortest_edge") or min(width, height)) / min(width, height)
+        bw, bh = min(width, cw / scale), min(height, ch / scale)
+    return (width - bw) / 2, (height - bh) / 2, (width + bw) / 2, (height + bh) / 2
+
+
 def draft_size(image_processor) -> int:
-    """Smallest side JPEG draft decoding may go down to: 1.5x the model's input side.
+    """Smallest side JPEG draft decoding may go down to: 1.5x the side the processor resizes to.
 
     A 12 MP photo still decodes at 1/8 scale (504x378), but a 1000-1600 px photo keeps enough
     pixels that the final antialiased resize matches a full decode: top-1 agreement with the plain
     fp32 pipeline went from 98.5% (draft to 1x) to 99.6% on the 259 shared park photos.
     """
-    return 3 * max(image_size(image_processor)) // 2
+    return 3 * max(*resize_size(image_processor), *image_size(image_processor)) // 2
 
 
 def open_images(sources: Sequence[ImageSource], image_processor) -> list[Image.Image]:
@@ -42,8 +76,11 @@ def open_images(sources: Sequence[ImageSource], image_processor) -> list[Image.I
     return [load_image(s, draft_size=ds) for s in sources]
 
 
-def pixel_values(images: Sequence[Image.Image], image_processor) -> torch.Tensor:
-    return image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+def pixel_values(images: Sequence[Image.Image], image_processor, *, augmented: bool = False) -> torch.Tensor:
+    """The checkpoint's processor on sanitised images. ``augmented``: the images are training crops already at the
+    model's input size, so only rescaling and normalisation apply (no second resize or centre crop)."""
+    geometry = {"do_resize": False, "do_center_crop": False} if augmented else {}
+    return image_processor(images=list(images), return_tensors="pt", **geometry)["pixel_values"]
 
 
 def train_augment(image_processor) -> v2.Compose:
@@ -71,6 +108,7 @@ def dataset_transform(image_processor, *, augment: bool = False):
         images = open_images([_source(im) for im in batch["image"]], image_processor)
         if aug is not None:
             images = [aug(im) for im in images]
-        return {"pixel_values": pixel_values(images, image_processor), "labels": batch["label"]}
+        return {"pixel_values": pixel_values(images, image_processor, augmented=aug is not None),
+                "labels": batch["label"]}
 
     return transform
