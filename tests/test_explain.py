@@ -50,7 +50,8 @@ def test_occluding_the_top_region_hurts_more_than_a_random_region():
 def test_overlay_covers_what_the_model_saw_and_shades_the_rest():
     grey = Image.new("RGB", (100, 50), (128, 128, 128))
     shown = np.asarray(overlay(grey, np.ones((2, 2)), box=(20, 10, 80, 40))).astype(int)
-    assert np.abs(shown[5, 5] - 64).max() <= 1  # outside the centre crop: half as bright, no colour
+    assert np.abs(shown[5, 5] - 32).max() <= 1  # outside the centre crop: a quarter as bright, no colour
+    assert (shown[9, 50] == 255).all()  # a line sets off what the model saw
     assert shown[25, 50, 0] > 180 and shown[25, 50, 0] > shown[25, 50, 2] + 40  # inside: the map's hot colour
     whole = np.asarray(overlay(grey, np.ones((2, 2)))).astype(int)
     assert whole[5, 5, 0] > 180  # without a box the map covers the whole photo

@@ -44,15 +44,23 @@ def relevance_map(model, pixel_values: torch.Tensor, real_ids: list[int] | None 
 def overlay(image: Image.Image, heat: np.ndarray, *, box: tuple[float, float, float, float] | None = None,
             alpha: float = 0.5, max_side: int = 768) -> Image.Image:
     """The photo (shrunk for display) with the relevance map in colour on top. ``box``: the part of the photo the
-    model saw (a processor's centre crop, in the photo's pixels); the map covers it and the rest is shaded."""
+    model saw (a processor's centre crop, in the photo's pixels); the map covers it, and the border the model
+    never saw is darkened further and set off by a thin line."""
     from matplotlib import colormaps
+    from PIL import ImageDraw
 
     img = image.copy()
     img.thumbnail((max_side, max_side))
     l, t, r, b = box or (0, 0, image.width, image.height)
     sx, sy = img.width / image.width, img.height / image.height
-    l, t, r, b = round(l * sx), round(t * sy), max(round(r * sx), round(l * sx) + 1), max(round(b * sy), round(t * sy) + 1)
-    full = Image.new("L", img.size, 0)  # outside what the model saw: shaded, as a zero relevance
-    full.paste(Image.fromarray((heat * 255).astype(np.uint8)).resize((r - l, b - t), Image.BICUBIC), (l, t))
-    rgb = (colormaps["inferno"](np.asarray(full) / 255.0)[..., :3] * 255).astype(np.uint8)
-    return Image.blend(img, Image.fromarray(rgb), alpha)
+    l, t = round(l * sx), round(t * sy)
+    r, b = max(round(r * sx), l + 1), max(round(b * sy), t + 1)
+    seen = img.crop((l, t, r, b))
+    hot = Image.fromarray((heat * 255).astype(np.uint8)).resize(seen.size, Image.BICUBIC)
+    rgb = (colormaps["inferno"](np.asarray(hot) / 255.0)[..., :3] * 255).astype(np.uint8)
+    if (l, t, r, b) == (0, 0, img.width, img.height):
+        return Image.blend(seen, Image.fromarray(rgb), alpha)
+    out = Image.blend(img, Image.new("RGB", img.size), 0.75)  # unseen border: a quarter of its brightness
+    out.paste(Image.blend(seen, Image.fromarray(rgb), alpha), (l, t))
+    ImageDraw.Draw(out).rectangle((l - 1, t - 1, r, b), outline=(255, 255, 255))
+    return out
