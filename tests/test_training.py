@@ -88,13 +88,19 @@ def test_label_set_mismatch_is_refused_without_overwrite(tiny_vit, imagefolder, 
     assert json.loads((out / "config.json").read_text())["id2label"]["1"] == "green"
 
 
-def test_calibrate_only_resets_the_threshold_and_keeps_the_weights(tiny_vit, imagefolder, tmp_path):
-    out = tmp_path / "out"
+def trained_then_recalibrated(tiny_vit, imagefolder, out, *calibrate_args):
+    """A frozen-backbone model, then --calibrate-only on it: (first metrics, its weights' bytes, second metrics)."""
     data = ["--data-dir", str(imagefolder), *FAST]
     first = main([*data, "--model-name-or-path", str(tiny_vit), "--output-dir", str(out), "--freeze-backbone"])
     weights = (out / "model.safetensors").read_bytes()
     again = main([*data, "--model-name-or-path", str(out), "--output-dir", str(out), "--calibrate-only",
-                  "--abstain-threshold", "0.3"])
+                  *calibrate_args])
+    return first, weights, again
+
+
+def test_calibrate_only_resets_the_threshold_and_keeps_the_weights(tiny_vit, imagefolder, tmp_path):
+    out = tmp_path / "out"
+    first, weights, again = trained_then_recalibrated(tiny_vit, imagefolder, out, "--abstain-threshold", "0.3")
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["abstain_threshold"] == 0.3 and again["calibration"]["abstain_threshold"] == 0.3
     assert (out / "model.safetensors").read_bytes() == weights
@@ -146,11 +152,7 @@ def test_center_crop_is_saved_in_the_processor_and_calibrate_only_adds_it_withou
     from parkclf.classifier import Classifier
 
     out = tmp_path / "out"
-    data = ["--data-dir", str(imagefolder), *FAST]
-    first = main([*data, "--model-name-or-path", str(tiny_vit), "--output-dir", str(out), "--freeze-backbone"])
-    weights = (out / "model.safetensors").read_bytes()
-    again = main([*data, "--model-name-or-path", str(out), "--output-dir", str(out), "--calibrate-only",
-                  "--center-crop", "0.8"])
+    first, weights, again = trained_then_recalibrated(tiny_vit, imagefolder, out, "--center-crop", "0.8")
     saved = json.loads((out / "preprocessor_config.json").read_text())
     assert saved["image_processor_type"] == "DeiTImageProcessor" and saved["do_center_crop"] is True
     assert saved["crop_size"] == {"height": 32, "width": 32} and saved["size"] == {"height": 40, "width": 40}
@@ -162,7 +164,7 @@ def test_center_crop_is_saved_in_the_processor_and_calibrate_only_adds_it_withou
     assert Classifier.from_pretrained(str(out)).predict(photo).label in {"red", "blue"}
     # with --image-size the crop keeps its share: the model reads 48 px, the photo is resized to 64 first
     sized = tmp_path / "sized"
-    main([*data, "--model-name-or-path", str(tiny_vit), "--output-dir", str(sized), "--freeze-backbone",
+    main(["--data-dir", str(imagefolder), *FAST, "--model-name-or-path", str(tiny_vit), "--output-dir", str(sized), "--freeze-backbone",
           "--image-size", "48", "--center-crop", "0.75"])
     saved = json.loads((sized / "preprocessor_config.json").read_text())
     assert saved["crop_size"] == {"height": 48, "width": 48} and saved["size"] == {"height": 64, "width": 64}
