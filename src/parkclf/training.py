@@ -29,7 +29,7 @@ from . import calibration, card, data, hub
 from .hardware import bf16_supported
 from .config import DataArguments, ModelArguments, TrainArguments
 from .metrics import load_classification
-from .transforms import dataset_transform, draft_size, image_size, resize_size, size_getter
+from .transforms import dataset_transform, draft_size, image_size, resize_size, resizes_to_fixed_size
 
 logger = logging.getLogger("parkclf.train")
 OUT_OF_SCOPE = "other"
@@ -83,11 +83,9 @@ def set_image_size(model, processor, size: int) -> None:
     if size % patch:
         raise SystemExit(f"--image-size {size} is not a multiple of the patch size {patch}; "
                          f"use {max(1, round(size / patch)) * patch}.")
-    current = processor.size
-    get = size_getter(current)
-    if not (get("height") and get("width")):
+    if not resizes_to_fixed_size(processor):
         raise SystemExit(f"--image-size supports processors that resize to height x width; this one has "
-                         f"size={current}. Leave --image-size out.")
+                         f"size={processor.size}. Leave --image-size out.")
     (h, _), (rh, _) = image_size(processor), resize_size(processor)
     tokens = (size // patch) ** 2 + 1
     if pos.shape[1] != tokens:
@@ -115,8 +113,7 @@ def set_center_crop(processor, fraction: float):
 
     if not 0.5 <= fraction <= 1:
         raise SystemExit(f"--center-crop {fraction}: give the share of each side to keep, between 0.5 and 1 (e.g. 0.8).")
-    get = size_getter(processor.size)
-    if not (get("height") and get("width")):
+    if not resizes_to_fixed_size(processor):
         raise SystemExit(f"--center-crop supports processors that resize to height x width (ViT, DeiT); this one "
                          f"has size={processor.size} and its own crop. Leave --center-crop out.")
     h, w = image_size(processor)

@@ -20,6 +20,12 @@ def size_getter(size):
     return size.get if isinstance(size, dict) else lambda k, d=None: getattr(size, k, d)
 
 
+def resizes_to_fixed_size(image_processor) -> bool:
+    """True when the processor resizes every photo to height x width (ViT, DeiT), not by its shortest edge."""
+    get = size_getter(image_processor.size)
+    return bool(get("height") and get("width"))
+
+
 def _crops(image_processor) -> bool:
     crop = getattr(image_processor, "crop_size", None)
     return bool(getattr(image_processor, "do_center_crop", False) and crop and size_getter(crop)("height"))
@@ -38,7 +44,7 @@ def resize_size(image_processor) -> tuple[int, int]:
     """(height, width) the processor resizes a photo to before any centre crop (a square for shortest-edge ones)."""
     size = image_processor.size
     get = size_getter(size)
-    if get("height") and get("width"):
+    if resizes_to_fixed_size(image_processor):
         return int(get("height")), int(get("width"))
     edge = get("shortest_edge") or get("longest_edge")
     if edge:
@@ -52,11 +58,11 @@ def visible_box(image_processor, width: int, height: int) -> tuple[float, float,
     if not _crops(image_processor):
         return 0.0, 0.0, float(width), float(height)
     ch, cw = image_size(image_processor)
-    size = size_getter(image_processor.size)
-    if size("height") and size("width"):  # resized to height x width (aspect not kept), then cropped
-        bw, bh = width * cw / int(size("width")), height * ch / int(size("height"))
+    rh, rw = resize_size(image_processor)
+    if resizes_to_fixed_size(image_processor):  # resized to height x width (aspect not kept), then cropped
+        bw, bh = width * cw / rw, height * ch / rh
     else:  # shortest edge resized to N, then cropped
-        scale = int(size("shortest_edge") or min(width, height)) / min(width, height)
+        scale = rh / min(width, height)
         bw, bh = min(width, cw / scale), min(height, ch / scale)
     return (width - bw) / 2, (height - bh) / 2, (width + bw) / 2, (height + bh) / 2
 
