@@ -208,13 +208,14 @@ def test_layer_decay_gives_lower_layers_smaller_learning_rates(tiny_vit):
 def test_a_checkpoint_cut_off_mid_save_is_skipped(tmp_path):
     from parkclf.training import last_complete_checkpoint
 
-    done, cut = tmp_path / "checkpoint-3", tmp_path / "checkpoint-6"
-    for d in (done, cut):
+    done, cut, torn = tmp_path / "checkpoint-3", tmp_path / "checkpoint-6", tmp_path / "checkpoint-9"
+    for d in (done, cut, torn):
         d.mkdir()
         (d / "model.safetensors").write_bytes(b"x")
     (done / "trainer_state.json").write_text("{}")
+    (torn / "trainer_state.json").write_text("")  # killed while the Trainer was writing it (seen in CI)
     assert last_complete_checkpoint(str(tmp_path)) == str(done)
-    assert not cut.exists()
+    assert not cut.exists() and not torn.exists()
     assert last_complete_checkpoint(str(tmp_path / "none")) is None
 
 

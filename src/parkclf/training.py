@@ -255,17 +255,26 @@ def predict_logits(model, dataset, processor, batch_size: int = 64) -> tuple[tor
 
 def last_complete_checkpoint(ckpt_dir: str) -> str | None:
     """The newest checkpoint that was written to the end. A SIGKILL during a save leaves a folder without
-    trainer_state.json, which transformers' get_last_checkpoint would still pick; such folders are removed."""
+    trainer_state.json, or with a truncated one, which transformers' get_last_checkpoint would still pick (and
+    the Trainer then fails to parse on resume); such folders are removed."""
     if not os.path.isdir(ckpt_dir):
         return None
     dirs = sorted((p for p in Path(ckpt_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
     for d in dirs:
-        if (d / "trainer_state.json").exists() and (d / "model.safetensors").exists():
+        if _complete_json(d / "trainer_state.json") and (d / "model.safetensors").exists():
             return str(d)
         logger.warning("Removing incomplete checkpoint %s (interrupted while saving)", d)
         shutil.rmtree(d, ignore_errors=True)
     return None
+
+
+def _complete_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def store_fp16(folder: Path) -> None:
