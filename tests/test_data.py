@@ -132,3 +132,36 @@ def test_negatives_become_one_out_of_scope_class(tmp_path):
     ds = add_negatives(load_source(str(root)), [str(neg)], "other")
     assert ds["train"].features["label"].names == ["blue", "red", "other"]
     assert ds["train"]["label"].count(2) == 3
+
+
+def test_hard_negatives_are_repeated_in_train_only(tmp_path):
+    from parkclf.data import add_negatives, repeat_hard_negatives
+
+    root = make_imagefolder(tmp_path / "d", per_class=10)
+    easy = make_imagefolder(tmp_path / "easy", per_class=10, classes=("green",), seed=77)
+    hard = make_imagefolder(tmp_path / "hard", per_class=10, classes=("green",), seed=500)
+    ds = add_negatives(load_source(str(root)), [str(easy), str(hard)], "other")
+    splits, _ = prepare(ds, draft_size=32, source=str(root))
+    train = splits["train"]
+    is_hard = [str(hard) in im["path"] for im in train["image"]]
+    n_hard = sum(is_hard)
+    assert 0 < n_hard < 10  # some hard photos went to validation/test and are not repeated
+    more, n = repeat_hard_negatives(train, [str(hard)], 4)
+    assert n == n_hard and len(more) == len(train) + 3 * n_hard
+    paths = [im["path"] for im in more["image"]]
+    assert all(paths.count(p) == (4 if h else 1) for p, h in zip(paths[:len(train)], is_hard))
+    assert set(more["label"][len(train):]) == {2}
+    same, n = repeat_hard_negatives(train, [str(hard)], 1)
+    assert len(same) == len(train) and n == n_hard
+
+
+def test_a_folder_given_as_both_negatives_and_hard_negatives_is_refused(tmp_path):
+    from parkclf.data import check_hard_negatives
+
+    check_hard_negatives([str(tmp_path / "scenes")], [str(tmp_path / "parks")])
+    for negatives, hard in (([tmp_path / "parks"], [tmp_path / "parks"]),
+                            ([tmp_path / "parks"], [tmp_path / "parks" / "zion"]),
+                            ([tmp_path / "parks" / "zion"], [tmp_path / "parks"])):
+        with pytest.raises(ValueError, match="give each negatives folder once"):
+            check_hard_negatives([str(d) for d in negatives], [str(d) for d in hard])
+    check_hard_negatives([str(tmp_path / "parks")], [str(tmp_path / "parks-extra")])  # a shared prefix is not nesting

@@ -88,6 +88,26 @@ def test_label_set_mismatch_is_refused_without_overwrite(tiny_vit, imagefolder, 
     assert json.loads((out / "config.json").read_text())["id2label"]["1"] == "green"
 
 
+def test_hard_negatives_join_the_out_of_scope_class_repeated_and_are_reported(tiny_vit, imagefolder, tmp_path):
+    from conftest import make_imagefolder
+
+    easy = make_imagefolder(tmp_path / "easy", per_class=8, classes=("green",), seed=77)
+    hard = make_imagefolder(tmp_path / "hard", per_class=8, classes=("green",), seed=500)
+    out = tmp_path / "out"
+    args = ["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
+            "--freeze-backbone", "--negatives-dir", str(easy), *FAST]
+    main([*args, "--hard-negatives-dir", str(hard), "--hard-negatives-repeat", "3"])
+    report = json.loads((out / "data_report.json").read_text())
+    in_train = report["hard_negatives"]["photos_in_train"]
+    assert report["hard_negatives"]["repeat"] == 3 and 0 < in_train <= 8  # the rest went to validation/test
+    assert json.loads((out / "config.json").read_text())["id2label"]["2"] == "other"
+    assert f"{in_train} are hard negatives (`--hard-negatives-dir`), each seen\n  3 times" in (out / "README.md").read_text()
+    with pytest.raises(ValueError, match="give each negatives folder once"):
+        main([*args, "--hard-negatives-dir", str(easy), "--overwrite-output-dir"])
+    with pytest.raises(ValueError, match="--hard-negatives-repeat 0: give how many times"):
+        main([*args, "--hard-negatives-dir", str(hard), "--hard-negatives-repeat", "0"])
+
+
 def trained_then_recalibrated(tiny_vit, imagefolder, out, *calibrate_args):
     """A frozen-backbone model, then --calibrate-only on it: (first metrics, its weights' bytes, second metrics)."""
     data = ["--data-dir", str(imagefolder), *FAST]

@@ -68,6 +68,10 @@ out-of-scope class `{{ calibration.out_of_scope_label }}` trained on negative ph
 
 - Source: `{{ source }}`; classes from folder names.
 - Counts per split: {{ counts }}.
+{%- if hard_negatives %}
+- Of the `{{ calibration.out_of_scope_label }}` training photos, {{ hard_negatives.photos_in_train }} are hard negatives (`--hard-negatives-dir`), each seen
+  {{ hard_negatives.repeat }} times per epoch.
+{%- endif %}
 - Unreadable files skipped: {{ n_unreadable }}; near-duplicates dropped from train because they matched a
   validation/test photo: {{ n_dupes }} (see `data_report.json`).
 {{ provenance }}
@@ -142,6 +146,7 @@ def write(out: Path, *, metrics: dict, report: dict, base_model: str, dataset: s
         confusion=test["confusion_matrix"], confusion_png=CONFUSION_PNG, calibration=metrics["calibration"],
         abstain=metrics["abstain"], source=dataset or metrics.get("source"), counts=report.get("counts"),
         n_unreadable=len(report.get("unreadable", [])), n_dupes=len(report.get("duplicates_dropped", [])),
+        hard_negatives=report.get("hard_negatives"),
         provenance=provenance, extra=extra, soup_seeds=metrics.get("soup_seeds", []), repo_id=hub_model_id or str(out),
         space_or_url="user/space-name or http://127.0.0.1:7860")
     card.save(out / "README.md")

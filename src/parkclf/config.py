@@ -19,6 +19,12 @@ class DataArguments:
     negatives_dir: list[str] = field(default_factory=list, metadata={
         "help": "Folders of photos that are none of the classes (any layout inside). They train an "
                 "out-of-scope class, so the app can say 'not one of mine' instead of guessing."})
+    hard_negatives_dir: list[str] = field(default_factory=list, metadata={
+        "help": "Negatives that look like the classes, e.g. other national parks for a parks classifier. They join "
+                "the out-of-scope class as --negatives-dir does, and each training epoch sees every one of them "
+                "--hard-negatives-repeat times, so a few of them are not drowned out by many easy negatives."})
+    hard_negatives_repeat: int = field(default=5, metadata={
+        "help": "How many times each training epoch sees each --hard-negatives-dir photo (1: as often as any other)."})
     image_column: str = field(default="image", metadata={"help": "Image column of --dataset."})
     label_column: str = field(default="label", metadata={"help": "Label column of --dataset."})
     validation_fraction: float = field(default=0.1, metadata={"help": "Held out for model selection when no validation split is given."})
@@ -26,6 +32,11 @@ class DataArguments:
     group_by_source: str | None = field(default=None, metadata={
         "help": "A TSV with columns 'file' and 'repo' (like parks/SOURCES.tsv): split so each source "
                 "lands in a single split, which is how unseen photographers will test the model."})
+
+    def __post_init__(self):
+        if self.hard_negatives_repeat < 1:
+            raise ValueError(f"--hard-negatives-repeat {self.hard_negatives_repeat}: give how many times an epoch "
+                             "sees each hard negative, 1 or more (1: no oversampling).")
 
 
 @dataclass

@@ -45,6 +45,8 @@ class DataReport:
     hidden_skipped: list[str] = field(default_factory=list)
     duplicates_dropped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # photos from --hard-negatives-dir in the train split, and how many times each epoch sees each of them
+    hard_negatives: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -143,6 +145,32 @@ def add_negatives(ds: DatasetDict, dirs: list[str], label: str) -> DatasetDict:
     for split in [s for s in ds if s != "train"]:
         ds[split] = ds[split].cast(features)
     return ds
+
+
+def _under(path: str, roots: list[str]) -> bool:
+    # abspath, not resolve: a symlinked photo belongs to the folder it was listed from
+    path = os.path.abspath(path)
+    return any(path.startswith(os.path.join(r, "")) for r in roots)
+
+
+def check_hard_negatives(negatives: list[str], hard: list[str]) -> None:
+    """A folder given to both --negatives-dir and --hard-negatives-dir would count its photos twice."""
+    roots = [os.path.abspath(d) for d in negatives]
+    both = [d for d in hard if _under(os.path.join(d, "x"), roots) or any(
+        _under(os.path.join(r, "x"), [os.path.abspath(d)]) for r in roots)]
+    if both:
+        raise ValueError(f"{both} overlap --negatives-dir {negatives}; give each negatives folder once, under "
+                         "--hard-negatives-dir if it should be repeated, else under --negatives-dir.")
+
+
+def repeat_hard_negatives(split: datasets.Dataset, dirs: list[str], times: int) -> tuple[datasets.Dataset, int]:
+    """``split`` plus ``times - 1`` more copies of its rows whose photo lies under ``dirs`` (oversampling; each
+    copy gets its own random crop). Returns the new split and how many distinct rows were repeated."""
+    roots = [os.path.abspath(d) for d in dirs]
+    rows = [i for i, im in enumerate(split["image"]) if im.get("path") and _under(im["path"], roots)]
+    if not rows or times <= 1:
+        return split, len(rows)
+    return concatenate_datasets([split] + [split.select(rows)] * (times - 1)), len(rows)
 
 
 def load_groups(tsv: str) -> dict[str, str]:

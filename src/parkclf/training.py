@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from datasets import DatasetDict
 from torch import nn
 from transformers import (AutoConfig, AutoImageProcessor, AutoModelForImageClassification, EarlyStoppingCallback,
                           HfArgumentParser, Trainer, TrainingArguments, set_seed)
@@ -355,8 +356,10 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
         raw = data.select_classes(raw, data_args.classes)
     if data_args.extra_data_dir:
         raw = data.merge_extra(raw, data_args.extra_data_dir)
-    if data_args.negatives_dir:
-        raw = data.add_negatives(raw, data_args.negatives_dir, OUT_OF_SCOPE)
+    if data_args.negatives_dir or data_args.hard_negatives_dir:
+        data.check_hard_negatives(data_args.negatives_dir, data_args.hard_negatives_dir)
+        # hard ones first: listing the same folders under --negatives-dir alone, in the same order, draws the same splits
+        raw = data.add_negatives(raw, data_args.hard_negatives_dir + data_args.negatives_dir, OUT_OF_SCOPE)
     labels = raw["train"].features["label"].names
     check_output_dir(args.output_dir, labels, args.overwrite_output_dir)
     if args.calibrate_only:
@@ -364,9 +367,22 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
 
     model, processor = load_model(model_args, labels)
     groups = data.load_groups(data_args.group_by_source) if data_args.group_by_source else None
+
+    def oversampled(splits: DatasetDict) -> tuple[DatasetDict, int]:
+        """Hard negatives repeated in train only; validation and test keep each photo once."""
+        if not data_args.hard_negatives_dir:
+            return splits, 0
+        splits = DatasetDict(splits)
+        splits["train"], n = data.repeat_hard_negatives(splits["train"], data_args.hard_negatives_dir,
+                                                        data_args.hard_negatives_repeat)
+        return splits, n
+
     splits, report = data.prepare(raw, draft_size=draft_size(processor), seed=args.seed, source=source,
                                   validation_fraction=data_args.validation_fraction,
                                   test_fraction=data_args.test_fraction, groups=groups)
+    splits, n_hard = oversampled(splits)
+    if data_args.hard_negatives_dir:
+        report.hard_negatives = {"photos_in_train": n_hard, "repeat": data_args.hard_negatives_repeat}
     report.hidden_skipped = data.list_hidden(data_args.data_dir)
     out = Path(args.output_dir)
     if state.is_main_process:
@@ -374,10 +390,10 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
 
     def splits_for(validation_seed: int):
         """The splits of soup member with this seed: its own validation split, the shared test split."""
-        return splits if validation_seed == args.seed else data.prepare(
+        return splits if validation_seed == args.seed else oversampled(data.prepare(
             raw, draft_size=draft_size(processor), seed=args.seed, source=source, groups=groups,
             validation_fraction=data_args.validation_fraction, test_fraction=data_args.test_fraction,
-            validation_seed=validation_seed)[0]
+            validation_seed=validation_seed)[0])[0]
 
     if args.calibrate_only:
         logger.info("--calibrate-only: no training; refitting calibration of %s", model_args.model_name_or_path)
