@@ -155,9 +155,11 @@ def _under(path: str, roots: list[str]) -> bool:
 
 def check_hard_negatives(negatives: list[str], hard: list[str]) -> None:
     """A folder given to both --negatives-dir and --hard-negatives-dir would count its photos twice."""
-    roots = [os.path.abspath(d) for d in negatives]
-    both = [d for d in hard if _under(os.path.join(d, "x"), roots) or any(
-        _under(os.path.join(r, "x"), [os.path.abspath(d)]) for r in roots)]
+    def nested(a: str, b: str) -> bool:  # the same folder, or one inside the other
+        a, b = os.path.abspath(a), os.path.abspath(b)
+        return os.path.commonpath([a, b]) in (a, b)
+
+    both = [d for d in hard if any(nested(d, n) for n in negatives)]
     if both:
         raise ValueError(f"{both} overlap --negatives-dir {negatives}; give each negatives folder once, under "
                          "--hard-negatives-dir if it should be repeated, else under --negatives-dir.")
