@@ -147,12 +147,6 @@ def add_negatives(ds: DatasetDict, dirs: list[str], label: str) -> DatasetDict:
     return ds
 
 
-def _under(path: str, roots: list[str]) -> bool:
-    # abspath, not resolve: a symlinked photo belongs to the folder it was listed from
-    path = os.path.abspath(path)
-    return any(path.startswith(os.path.join(r, "")) for r in roots)
-
-
 def check_hard_negatives(negatives: list[str], hard: list[str]) -> None:
     """A folder given to both --negatives-dir and --hard-negatives-dir would count its photos twice."""
     def nested(a: str, b: str) -> bool:  # the same folder, or one inside the other
@@ -168,8 +162,9 @@ def check_hard_negatives(negatives: list[str], hard: list[str]) -> None:
 def repeat_hard_negatives(split: datasets.Dataset, dirs: list[str], times: int) -> tuple[datasets.Dataset, int]:
     """``split`` plus ``times - 1`` more copies of its rows whose photo lies under ``dirs`` (oversampling; each
     copy gets its own random crop). Returns the new split and how many distinct rows were repeated."""
-    roots = [os.path.abspath(d) for d in dirs]
-    rows = [i for i, im in enumerate(split["image"]) if im.get("path") and _under(im["path"], roots)]
+    # abspath, not resolve: a symlinked photo belongs to the folder it was listed from
+    roots = tuple(os.path.join(os.path.abspath(d), "") for d in dirs)
+    rows = [i for i, im in enumerate(split["image"]) if im.get("path") and os.path.abspath(im["path"]).startswith(roots)]
     if not rows or times <= 1:
         return split, len(rows)
     return concatenate_datasets([split] + [split.select(rows)] * (times - 1)), len(rows)
