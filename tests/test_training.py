@@ -254,19 +254,23 @@ def test_cuda_bf16_training_gives_a_checkpoint_that_serves_on_cpu(tiny_vit, imag
         def on_train_begin(self, args, state, control, model=None, **kw):
             seen.update(device=str(next(model.parameters()).device), bf16=args.bf16)
 
-    real_trainer = training.SmoothedTrainer
+    real_trainer, real_features = training.SmoothedTrainer, training.head_features
 
     def spying(*a, callbacks=(), **kw):
         return real_trainer(*a, callbacks=[*callbacks, Spy()], **kw)
 
-    training.SmoothedTrainer = spying
+    def features_spy(model, *a, **kw):  # the head's features are cached by the GPU, not the host's CPU
+        seen.setdefault("features_on", set()).add(str(model.device))
+        return real_features(model, *a, **kw)
+
+    training.SmoothedTrainer, training.head_features = spying, features_spy
     try:
         out = tmp_path / "out"
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
               "--num-train-epochs", "2", "--head-epochs", "5", "--per-device-train-batch-size", "8"])
     finally:
-        training.SmoothedTrainer = real_trainer
-    assert seen == {"device": "cuda:0", "bf16": True}
+        training.SmoothedTrainer, training.head_features = real_trainer, real_features
+    assert seen == {"device": "cuda:0", "bf16": True, "features_on": {"cuda:0"}}
     assert all(t.dtype == torch.float32 for t in load_file(out / "model.safetensors").values())
     x = torch.rand(8, 3, 32, 32)
     cpu = AutoModelForImageClassification.from_pretrained(out).eval()

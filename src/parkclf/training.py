@@ -141,6 +141,13 @@ def earlier_run(name_or_path: str, args: TrainArguments) -> dict:
     return json.loads(path.read_text()) if args.calibrate_only and path.exists() else {}
 
 
+def compute_device() -> torch.device:
+    """This process's device: its GPU under torchrun/accelerate or on a GPU machine, else the CPU."""
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
 def head_features(model, dataset, processor, batch_size: int = 64) -> torch.Tensor:
     """Inputs of ``model.classifier`` for every example: the frozen backbone runs once per image."""
     captured: list[torch.Tensor] = []
@@ -153,7 +160,7 @@ def head_features(model, dataset, processor, batch_size: int = 64) -> torch.Tens
                 model(pixel_values=dataset[i:i + batch_size]["pixel_values"].to(model.device))
     finally:
         hook.remove()
-    return torch.cat(captured)
+    return torch.cat(captured).cpu()
 
 
 class HeadOnFeatures(nn.Module):
@@ -191,9 +198,9 @@ def fit_head(model, train_feats, train_labels, val_feats, val_labels, args: Trai
         save_strategy="no", eval_strategy="no", logging_steps=50, bf16=False),
         train_dataset=as_ds(train_feats, train_labels))
     trainer.train()
-    head.to(val_feats.device)  # the Trainer moved the head to the GPU, if any; the backbone and features stay put
-    with torch.no_grad():
-        acc = (head.classifier(val_feats).argmax(-1).numpy() == np.asarray(val_labels)).mean()
+    with torch.no_grad():  # the head stays where the Trainer put it, beside the backbone; features are on the CPU
+        acc = (head.classifier(val_feats.to(head.classifier.weight.device)).argmax(-1).cpu().numpy()
+               == np.asarray(val_labels)).mean()
     logger.info("head fitted on cached features: validation accuracy %.3f", acc)
     return acc
 
@@ -294,6 +301,7 @@ def train_member(model, splits, processor, labels, model_args: ModelArguments, a
     set_seed(seed)
     last = last_complete_checkpoint(ckpt_dir)
     if last is None:
+        model.to(compute_device())  # cache the backbone's features on the GPU, if any, not on its host CPU
         feats = {s: head_features(model, splits[s], processor) for s in ("train", "validation")}
         fit_head(model, feats["train"], splits["train"]["label"], feats["validation"], splits["validation"]["label"],
                  args, head_dir)
@@ -397,6 +405,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
 
     if args.calibrate_only:
         logger.info("--calibrate-only: no training; refitting calibration of %s", model_args.model_name_or_path)
+        model.to(state.device)
         members = [(model, splits)]
         seeds = earlier_run(model_args.model_name_or_path, args).get("soup_seeds", [args.seed])
         if len(seeds) > 1:  # a soup: recalibrate on its members' out-of-fold logits, as training did
@@ -406,8 +415,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
                                  f"--calibrate-only needs --seed {seeds[0]} and its members in "
                                  f"{Path(model_args.model_name_or_path) / 'soup'}/member-*, which train.py keeps "
                                  "in its --output-dir. Rerun the training command there instead.")
-            members = [(AutoModelForImageClassification.from_pretrained(f, use_safetensors=True), splits_for(seed))
-                       for f, seed in zip(folders, seeds)]
+            members = [(AutoModelForImageClassification.from_pretrained(f, use_safetensors=True).to(state.device),
+                        splits_for(seed)) for f, seed in zip(folders, seeds)]
     elif args.soup == 1:
         model = train_member(model, splits, processor, labels, model_args, args, str(out / "checkpoints"), args.seed,
                              str(out / "head"))
@@ -422,7 +431,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
             folder = out / "soup" / f"member-{i}"
             if (folder / "model.safetensors").exists():
                 logger.info("soup member %d: reusing %s", i, folder)
-                member = AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
+                member = AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True).to(state.device)
             else:
                 set_seed(args.seed + i)
                 base = model if i == 0 else load_model(model_args, labels)[0]
