@@ -6,6 +6,10 @@
 Prints, per out-of-scope set: the share abstained and the AUROC of the in-scope score (in-scope vs that set),
 plus the in-scope keep-rate at the checkpoint's threshold (or at ``--threshold``), and the closest-class
 accuracy on in-scope folders named after a class. Goes through Classifier, i.e. the app's path.
+
+Several leave-out models, each scored on its own held-out photos, pool into one estimate: save each run's
+per-photo scores with ``--scores-out FILE`` and name those files in the last run's ``--pooled FILE ...``. It
+then also reports the AUROC of every out-of-scope set with the same name, over all the runs' photos together.
 """
 
 import argparse
@@ -39,6 +43,10 @@ def main(argv=None):
     p.add_argument("--out-of-scope", nargs="+", required=True,
                    help="NAME=DIR pairs; NAME=DIR1,DIR2 pools several folders into one set")
     p.add_argument("--threshold", type=float, help="abstain below this score instead of the checkpoint's threshold")
+    p.add_argument("--scores-out", help="also write every photo's in-scope score to this JSON file, for --pooled")
+    p.add_argument("--pooled", nargs="+", default=[], metavar="FILE",
+                   help="--scores-out files of other runs: add their photos to this run's, per set name, and report "
+                        "the pooled AUROC and keep-rate")
     a = p.parse_args(argv)
     clf = Classifier.from_pretrained(a.model)
     if a.threshold is not None:
@@ -52,6 +60,7 @@ def main(argv=None):
     if truth:
         result["in_scope_accuracy"] = round(sum(a == b for a, b in truth) / len(truth), 4)
         result["n_in_scope_labelled"] = len(truth)
+    saved = {"threshold": clf.threshold, "in_scope": [p.score for p in ins], "out_of_scope": {}}
     for pair in a.out_of_scope:
         name, dirs = pair.split("=", 1)
         outs = scores(clf, [f for d in dirs.split(",") for f in files(d)])
@@ -59,6 +68,21 @@ def main(argv=None):
         s = [p.score for p in ins] + [p.score for p in outs]
         result["out_of_scope"][name] = {"n": len(outs), "abstained": round(sum(p.abstained for p in outs) / len(outs), 4),
                                         "auroc": round(roc_auc_score(y, s), 4)}
+        saved["out_of_scope"][name] = [p.score for p in outs]
+    if a.scores_out:
+        Path(a.scores_out).write_text(json.dumps(saved))
+    if a.pooled:
+        runs = [saved] + [json.loads(Path(f).read_text()) for f in a.pooled]
+        ins_all = [s for r in runs for s in r["in_scope"]]
+        # each run's photos are compared with that run's threshold (the models may differ)
+        kept = sum(s >= r["threshold"] for r in runs for s in r["in_scope"])
+        result["pooled"] = {"runs": len(runs), "n_in_scope": len(ins_all),
+                            "in_scope_keep_rate": round(kept / len(ins_all), 4), "out_of_scope": {}}
+        for name in saved["out_of_scope"]:
+            outs_all = [s for r in runs for s in r["out_of_scope"].get(name, [])]
+            y = [1] * len(ins_all) + [0] * len(outs_all)
+            result["pooled"]["out_of_scope"][name] = {"n": len(outs_all),
+                                                      "auroc": round(roc_auc_score(y, ins_all + outs_all), 4)}
     print(json.dumps(result, indent=1))
     return result
 

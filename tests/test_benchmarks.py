@@ -76,3 +76,28 @@ def test_abstain_eval_pools_several_folders_under_one_name(tmp_path):
                                           "--out-of-scope", f"parks={outs / 'zion'},{outs / 'arches'}",
                                           f"zion={outs / 'zion'}"])
     assert r["out_of_scope"]["parks"]["n"] == 4 and r["out_of_scope"]["zion"]["n"] == 2
+
+
+@pytest.mark.skipif(not EMBEDDED.exists(), reason="the embedded model is missing")
+def test_abstain_eval_pools_the_scores_of_several_runs(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from conftest import make_imagefolder
+
+    a = make_imagefolder(tmp_path / "a", per_class=3, classes=("sequoia", "zion"), size=(96, 72))
+    b = make_imagefolder(tmp_path / "b", per_class=2, classes=("yosemite", "zion"), size=(80, 96))
+    run = _run_script("abstain_eval").main
+    first = run(["--model", str(EMBEDDED), "--in-scope", str(a / "sequoia"), "--out-of-scope", f"other={a / 'zion'}",
+                 "--scores-out", str(tmp_path / "a.json")])
+    second = run(["--model", str(EMBEDDED), "--in-scope", str(b / "yosemite"), "--out-of-scope", f"other={b / 'zion'}",
+                  "--threshold", "0.5", "--scores-out", str(tmp_path / "b.json"), "--pooled", str(tmp_path / "a.json")])
+    assert "pooled" not in first
+    saved = [json.loads((tmp_path / f).read_text()) for f in ("b.json", "a.json")]
+    ins = [s for r in saved for s in r["in_scope"]]
+    outs = [s for r in saved for s in r["out_of_scope"]["other"]]
+    assert len(ins) == 5 and len(outs) == 5
+    pooled = second["pooled"]
+    assert pooled["runs"] == 2 and pooled["n_in_scope"] == 5 and pooled["out_of_scope"]["other"]["n"] == 5
+    assert pooled["out_of_scope"]["other"]["auroc"] == round(roc_auc_score([1] * 5 + [0] * 5, ins + outs), 4)
+    kept = sum(s >= 0.5 for s in saved[0]["in_scope"]) + sum(s >= saved[1]["threshold"] for s in saved[1]["in_scope"])
+    assert pooled["in_scope_keep_rate"] == round(kept / 5, 4)
