@@ -32,9 +32,14 @@ def scores(clf, paths):
     return out
 
 
-def main(argv=None):
+def auroc(in_scores, out_scores) -> float:
+    """AUROC of the in-scope score: in-scope photos as positives, out-of-scope ones as negatives."""
     from sklearn.metrics import roc_auc_score
 
+    return round(roc_auc_score([1] * len(in_scores) + [0] * len(out_scores), list(in_scores) + list(out_scores)), 4)
+
+
+def main(argv=None):
     from parkclf.classifier import Classifier
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,11 +69,9 @@ def main(argv=None):
     for pair in a.out_of_scope:
         name, dirs = pair.split("=", 1)
         outs = scores(clf, [f for d in dirs.split(",") for f in files(d)])
-        y = [1] * len(ins) + [0] * len(outs)
-        s = [p.score for p in ins] + [p.score for p in outs]
-        result["out_of_scope"][name] = {"n": len(outs), "abstained": round(sum(p.abstained for p in outs) / len(outs), 4),
-                                        "auroc": round(roc_auc_score(y, s), 4)}
         saved["out_of_scope"][name] = [p.score for p in outs]
+        result["out_of_scope"][name] = {"n": len(outs), "abstained": round(sum(p.abstained for p in outs) / len(outs), 4),
+                                        "auroc": auroc(saved["in_scope"], saved["out_of_scope"][name])}
     if a.scores_out:
         Path(a.scores_out).write_text(json.dumps(saved))
     if a.pooled:
@@ -80,9 +83,7 @@ def main(argv=None):
                             "in_scope_keep_rate": round(kept / len(ins_all), 4), "out_of_scope": {}}
         for name in saved["out_of_scope"]:
             outs_all = [s for r in runs for s in r["out_of_scope"].get(name, [])]
-            y = [1] * len(ins_all) + [0] * len(outs_all)
-            result["pooled"]["out_of_scope"][name] = {"n": len(outs_all),
-                                                      "auroc": round(roc_auc_score(y, ins_all + outs_all), 4)}
+            result["pooled"]["out_of_scope"][name] = {"n": len(outs_all), "auroc": auroc(ins_all, outs_all)}
     print(json.dumps(result, indent=1))
     return result
 
