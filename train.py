@@ -1,4 +1,4 @@
-"""Fine-tune an image classifier on a folder of photos (one sub-folder per class).
+"""Fine-tune an image classifier on a folder of photos (one sub-folder per class): ``parkclf train``, as a script.
 
     python train.py --data-dir ../shared/data/intel-scenes/train \
         --model-name-or-path ../shared/models/vit-small-dinov2 --output-dir out/scenes
@@ -9,9 +9,10 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent / "src"))
+# A Space (or a fresh clone) runs this file without `pip install -e .`: find the package beside it.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from parkclf.training import main  # noqa: E402
+from parkclf.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +10,28 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-sys.path.insert(0, str(ROOT / "tests"))  # the helper modules hostile.py and live.py
 SHARED = Path(os.environ.get("PARKCLF_SHARED", ROOT.parent / "shared"))
 BACKBONE = SHARED / "models" / "vit-small-dinov2"
 PARKS = SHARED / "data" / "parks"
 SCENES = SHARED / "data" / "intel-scenes"
 EMBEDDED = ROOT / "models" / "parks-vit-small"
 
-needs_shared = pytest.mark.skipif(not (BACKBONE.exists() and PARKS.exists() and SCENES.exists()),
-                                  reason=f"real tier: {SHARED} (real backbone and photos) is not present")
+_shared_missing = pytest.mark.skipif(not (BACKBONE.exists() and PARKS.exists() and SCENES.exists()),
+                                     reason=f"real tier: {SHARED} (real backbone and photos) is not present")
+
+
+def needs_shared(test):
+    """The real tier: marked `real`, and skipped with the reason where ../shared is absent."""
+    return pytest.mark.real(_shared_missing(test))
+
+
+TIERS = {"real", "live", "browser", "gpu"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:  # everything outside the other tiers is the fast tier: `pytest -m fast`
+        if not TIERS & {m.name for m in item.iter_markers()}:
+            item.add_marker(pytest.mark.fast)
 
 COLOURS = {"red": (200, 40, 40), "green": (40, 170, 60), "blue": (40, 60, 200)}
 

@@ -11,6 +11,8 @@ from conftest import EMBEDDED, ROOT
 from hostile import cases
 from live import AppServer
 
+pytestmark = pytest.mark.live
+
 EXAMPLES = ROOT / "examples"
 PARKS = {"sequoia", "yellowstone", "yosemite"}
 

@@ -9,6 +9,8 @@ import pytest
 from conftest import EMBEDDED, ROOT
 from live import AppServer
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("PARKCLF_ARTIFACTS", ROOT / "artifacts"))
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -107,6 +109,6 @@ def test_correction_saved_through_the_page_becomes_training_data(page, tmp_path,
     data = make_imagefolder(tmp_path / "data", per_class=10, classes=("sequoia", "yellowstone", "yosemite"))
     out = tmp_path / "out"
     train_main(["--data-dir", str(data), "--extra-data-dir", str(feedback), "--model-name-or-path", str(tiny_vit),
-                "--output-dir", str(out), "--freeze-backbone", "--head-epochs", "2", "--bf16", "no"])
+                "--output-dir", str(out), "--freeze-backbone", "--head-epochs", "2", "--bf16", "false", "--no-export-onnx"])
     counts = json.loads((out / "data_report.json").read_text())["counts"]
     assert sum(sum(c.values()) for c in counts.values()) == 31  # 30 photos + the correction

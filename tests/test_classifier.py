@@ -3,12 +3,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoImageProcessor, AutoModelForImageClassification
+from transformers import AutoModelForImageClassification
 
 from conftest import COLOURS, EMBEDDED, PARKS, make_photo, needs_shared
 from parkclf.classifier import Classifier
 from parkclf.images import ImageError
-from parkclf.transforms import dataset_transform, open_images
+from parkclf.processing import Preprocessor, open_images
+from parkclf.training.augment import dataset_transform
 
 
 @pytest.fixture
@@ -19,17 +20,17 @@ def tiny_classifier(tiny_vit):
     model.config.out_of_scope_label = "other"
     model.config.calibration_temperature = 1.5
     model.config.abstain_threshold = 0.6
-    return Classifier(model, AutoImageProcessor.from_pretrained(tiny_vit), dtype=torch.float32)
+    return Classifier.from_model(model, Preprocessor.from_pretrained(tiny_vit), dtype=torch.float32)
 
 
 def test_training_eval_and_serving_see_identical_tensors(tiny_vit, tmp_path):
     path = tmp_path / "p.jpg"
     make_photo(COLOURS["red"], size=(900, 600), seed=3).save(path, quality=90)
-    processor = AutoImageProcessor.from_pretrained(tiny_vit)
-    train_eval = dataset_transform(processor)({"image": [{"path": str(path), "bytes": None}], "label": [0]})
-    clf = Classifier.from_pretrained(str(tiny_vit), dtype=torch.float32)
-    served = clf.pixel_values(open_images([str(path)], clf.image_processor))
-    assert torch.equal(train_eval["pixel_values"], served)
+    train_eval = dataset_transform(Preprocessor.from_pretrained(tiny_vit))({"image": [{"path": str(path), "bytes": None}],
+                                                                           "label": [0]})
+    clf = Classifier.from_pretrained(str(tiny_vit))
+    served = clf.pixel_values(open_images([str(path)], clf.preprocessor))
+    assert torch.equal(train_eval["pixel_values"], torch.from_numpy(served))
 
 
 def test_prediction_schema_and_out_of_scope_class_is_hidden(tiny_classifier):
@@ -76,12 +77,12 @@ def test_fast_path_agrees_with_the_plain_fp32_pipeline_on_real_photos():
     from transformers import pipeline
 
     ref = pipeline("image-classification", model=str(EMBEDDED), dtype=torch.float32)
-    fast = Classifier.from_pretrained(str(EMBEDDED))
+    fast = Classifier.from_pretrained(str(EMBEDDED), engine="torch")
     files = [f for park in ("yosemite", "yellowstone", "sequoia") for f in sorted((PARKS / park).iterdir())[:4]]
     for f in files:
         r = ref(Image.open(f).convert("RGB"), top_k=None)
         expected = max(r, key=lambda d: d["score"])["label"]
-        logits = fast.logits(open_images([str(f)], fast.image_processor))[0]
+        logits = fast.logits(open_images([str(f)], fast.preprocessor))[0]
         assert fast.all_labels[int(logits.argmax())] == expected, f
 
 

@@ -24,7 +24,7 @@ def seeded_folder(root):
 
 def test_report_lists_exactly_the_unreadable_files(tmp_path):
     root = seeded_folder(tmp_path / "data")
-    ds, report = prepare(load_source(str(root)), draft_size=32, source=str(root))
+    [ds], report = prepare(load_source(str(root)), draft_size=32, source=str(root))
     listed = {e["file"].split("/")[-1].split("_")[0] for e in report.unreadable}
     names = sorted(e["file"].rsplit("/", 1)[-1] for e in report.unreadable)
     assert len(report.unreadable) == 3, names
@@ -39,8 +39,8 @@ def test_report_lists_exactly_the_unreadable_files(tmp_path):
 
 def test_stratified_seeded_split_80_10_10(tmp_path):
     root = make_imagefolder(tmp_path / "d", per_class=20)
-    a, _ = prepare(load_source(str(root)), draft_size=32, seed=1)
-    b, _ = prepare(load_source(str(root)), draft_size=32, seed=1)
+    [a], _ = prepare(load_source(str(root)), draft_size=32, seed=1)
+    [b], _ = prepare(load_source(str(root)), draft_size=32, seed=1)
     assert [len(a[s]) for s in ("train", "validation", "test")] == [32, 4, 4]
     assert sorted(a["test"]["label"]) == [0, 0, 1, 1]
     assert a["test"]["image"] == b["test"]["image"]
@@ -52,8 +52,8 @@ def paths(split) -> set[str]:
 
 def test_validation_seed_draws_another_validation_split_beside_the_same_test_split(tmp_path):
     root = make_imagefolder(tmp_path / "d", per_class=20)
-    a, _ = prepare(load_source(str(root)), draft_size=32, seed=1)
-    b, _ = prepare(load_source(str(root)), draft_size=32, seed=1, validation_seed=2)
+    [a], _ = prepare(load_source(str(root)), draft_size=32, seed=1)
+    [b], _ = prepare(load_source(str(root)), draft_size=32, seed=1, validation_seeds=[2])
     assert paths(a["test"]) == paths(b["test"])
     assert paths(a["validation"]) != paths(b["validation"])
     assert not paths(b["train"]) & (paths(b["test"]) | paths(b["validation"]))
@@ -63,7 +63,7 @@ def test_validation_seed_draws_another_validation_split_beside_the_same_test_spl
 def test_given_splits_are_kept(tmp_path):
     make_imagefolder(tmp_path / "d" / "train", per_class=10)
     make_imagefolder(tmp_path / "d" / "test", per_class=3, seed=500)
-    ds, _ = prepare(load_source(str(tmp_path / "d")), draft_size=32)
+    [ds], _ = prepare(load_source(str(tmp_path / "d")), draft_size=32)
     assert len(ds["test"]) == 6 and len(ds["train"]) + len(ds["validation"]) == 20
 
 
@@ -74,7 +74,7 @@ def test_near_duplicate_of_a_test_photo_is_dropped_from_train(tmp_path):
     Image.open(root / "red" / "red_0.jpg")  # noqa: B018 - exists
     src = tmp_path / "d" / "test" / "red" / "red_1.jpg"
     Image.open(src).resize((128, 96)).save(root / "red" / "copy_of_test.jpg", quality=70)
-    ds, report = prepare(load_source(str(tmp_path / "d")), draft_size=32)
+    [ds], report = prepare(load_source(str(tmp_path / "d")), draft_size=32)
     dropped = [d["train"] for d in report.duplicates_dropped]
     assert any(p.endswith("copy_of_test.jpg") for p in dropped)
     assert not any(im["path"].endswith("copy_of_test.jpg") for im in ds["train"]["image"])
@@ -88,7 +88,7 @@ def test_one_class_is_refused_with_the_fix(tmp_path):
 
 def test_few_images_warns(tmp_path):
     root = make_imagefolder(tmp_path / "d", per_class=8)
-    _, report = prepare(load_source(str(root)), draft_size=32)
+    [_], report = prepare(load_source(str(root)), draft_size=32)
     assert any("only" in w for w in report.warnings)
 
 
@@ -141,7 +141,7 @@ def test_hard_negatives_are_repeated_in_train_only(tmp_path):
     easy = make_imagefolder(tmp_path / "easy", per_class=10, classes=("green",), seed=77)
     hard = make_imagefolder(tmp_path / "hard", per_class=10, classes=("green",), seed=500)
     ds = add_negatives(load_source(str(root)), [str(easy), str(hard)], "other")
-    splits, _ = prepare(ds, draft_size=32, source=str(root))
+    [splits], _ = prepare(ds, draft_size=32, source=str(root))
     train = splits["train"]
     is_hard = [str(hard) in im["path"] for im in train["image"]]
     n_hard = sum(is_hard)

@@ -9,7 +9,7 @@ from PIL import Image
 from conftest import EMBEDDED, PARKS, needs_shared
 from parkclf.classifier import Classifier
 from parkclf.explain import overlay, relevance_map
-from parkclf.transforms import open_images
+from parkclf.processing import open_images
 
 
 def occlude(pixel_values, patches, patch):
@@ -24,21 +24,22 @@ def occlude(pixel_values, patches, patch):
 @needs_shared
 @pytest.mark.skipif(not EMBEDDED.exists(), reason="the embedded model is missing")
 def test_occluding_the_top_region_hurts_more_than_a_random_region():
-    clf = Classifier.from_pretrained(str(EMBEDDED), dtype=torch.float32)
+    clf = Classifier.from_pretrained(str(EMBEDDED), engine="torch")
+    clf.engine.model.float()
     files = [f for park in ("yosemite", "yellowstone", "sequoia") for f in sorted((PARKS / park).iterdir())[:6]]
     rng = np.random.default_rng(0)
     real = [i for i, n in enumerate(clf.all_labels) if n != clf.out_of_scope_label]
     top_drops, random_drops = [], []
     for f in files:
-        pv = clf.pixel_values(open_images([str(f)], clf.image_processor))
-        heat, logits = relevance_map(clf.model, pv, real)
+        pv = torch.from_numpy(clf.pixel_values(open_images([str(f)], clf.preprocessor)))
+        heat, logits = relevance_map(clf.engine.model, pv, real)
         target = real[int(logits[0, real].argmax())]
         k = heat.size // 8  # an eighth of the image
-        patch = clf.model.config.patch_size
+        patch = clf.engine.model.config.patch_size
 
         def prob(x):
             with torch.no_grad():
-                return torch.softmax(clf.model(pixel_values=x).logits.float(), -1)[0, target].item()
+                return torch.softmax(clf.engine.model(pixel_values=x).logits.float(), -1)[0, target].item()
 
         base = prob(pv)
         top_drops.append(base - prob(occlude(pv, np.argsort(heat.ravel())[::-1][:k], patch)))

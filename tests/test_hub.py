@@ -3,7 +3,8 @@
 
 import pytest
 
-from parkclf import hub
+from parkclf.errors import UsageError
+from parkclf.publish import hub
 from parkclf.training import main
 
 TOKEN = "hf_TESTtokenThatMustNeverBePrinted0123456789"
@@ -39,7 +40,7 @@ def test_push_to_hub_uploads_the_output_folder_once_and_never_prints_the_token(a
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     out = tmp_path / "out"
     main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
-          "--freeze-backbone", "--head-epochs", "3", "--bf16", "no", "--push-to-hub", "--hub-model-id", "me/parks"])
+          "--freeze-backbone", "--head-epochs", "3", "--bf16", "false", "--no-export-onnx", "--push-to-hub", "--hub-model-id", "me/parks"])
     kinds = [c[0] for c in api.calls]
     assert kinds == ["create_repo", "upload_folder"]
     upload = api.calls[1][2]
@@ -52,7 +53,7 @@ def test_push_to_hub_uploads_the_output_folder_once_and_never_prints_the_token(a
 
 
 def test_push_without_repo_id_names_the_fix(tiny_vit, imagefolder, tmp_path):
-    with pytest.raises(SystemExit, match="--hub-model-id"):
+    with pytest.raises(UsageError, match="--hub-model-id"):
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(tmp_path),
               "--push-to-hub"])
 
@@ -67,7 +68,7 @@ def test_deploy_space_creates_a_gradio_space_and_points_it_at_the_model(api, tmp
 
 
 def test_deploy_cli(api, monkeypatch, tmp_path):
-    from parkclf import deploy
+    from parkclf.publish import deploy
 
     deploy.main(["--space", "me/app", "--model-id", "me/m", "--root", str(tmp_path)])
     assert [c[0] for c in api.calls] == ["create_repo", "add_space_variable", "upload_folder"]

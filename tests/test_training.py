@@ -5,14 +5,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from parkclf.errors import UsageError
 from parkclf.training import main
 
-FAST = ["--num-train-epochs", "2", "--head-epochs", "5", "--per-device-train-batch-size", "8", "--bf16", "no"]
+# --no-export-onnx: the export (half a minute even for the tiny ViT) is tested once, below, and in test_export.py
+FAST = ["--num-train-epochs", "2", "--head-epochs", "5", "--per-device-train-batch-size", "8", "--bf16", "false",
+        "--no-export-onnx"]
 
 
-def test_full_finetune_writes_a_loadable_checkpoint(tiny_vit, imagefolder, tmp_path):
+def test_full_finetune_writes_a_loadable_checkpoint_and_its_onnx_export(tiny_vit, imagefolder, tmp_path):
+    from parkclf.classifier import Classifier
+
     out = tmp_path / "out"
-    metrics = main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out), *FAST])
+    metrics = main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
+                    *FAST[:-1]])
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["id2label"] == {"0": "blue", "1": "red"}
     assert cfg["calibration_temperature"] > 0 and 0 <= cfg["abstain_threshold"] <= 1
@@ -24,6 +30,13 @@ def test_full_finetune_writes_a_loadable_checkpoint(tiny_vit, imagefolder, tmp_p
     assert (out / "confusion_matrix.png").stat().st_size > 1000
     assert "model-index" in (out / "README.md").read_text()
     assert load_file(out / "model.safetensors")["classifier.weight"].shape == (2, 32)
+    exported = json.loads((out / "onnx" / "export.json").read_text())
+    assert {"model.onnx", "explain.onnx"} <= set(exported["files"]) and exported["n_photos"] == 4  # the test split
+    assert "## ONNX export" in (out / "README.md").read_text()
+    photo = str(next((imagefolder / "red").iterdir()))
+    onnx, torch_ = Classifier.from_pretrained(str(out)), Classifier.from_pretrained(str(out), engine="torch")
+    assert onnx.engine.name.startswith("onnxruntime") and torch_.engine.name.startswith("torch")
+    assert onnx.predict(photo).confidences == pytest.approx(torch_.predict(photo).confidences, abs=0.02)
 
 
 def test_freeze_backbone_changes_only_the_head(tiny_vit, imagefolder, tmp_path):
@@ -59,19 +72,19 @@ def test_soup_saves_the_mean_of_members_trained_with_successive_seeds(tiny_vit, 
     # --calibrate-only on a soup recalibrates on the members' out-of-fold logits again, weights untouched ...
     weights = (out / "model.safetensors").read_bytes()
     recal = ["--data-dir", str(imagefolder), "--model-name-or-path", str(out), "--output-dir", str(out),
-             "--calibrate-only", "--seed", "7", "--bf16", "no"]
+             "--calibrate-only", "--seed", "7", "--bf16", "false", "--no-export-onnx"]
     again = main(recal)
     assert (out / "model.safetensors").read_bytes() == weights
     assert sum(again["validation"]["support"]) == 2 * n_val and again["soup_seeds"] == [7, 8]
     # ... and, without its members, says what it needs instead of calibrating on photos the soup trained on.
     shutil.rmtree(out / "soup")
-    with pytest.raises(SystemExit, match="needs --seed 7 and its members"):
+    with pytest.raises(UsageError, match="needs --seed 7 and its members"):
         main(recal)
 
 
 def test_soup_with_a_frozen_backbone_or_below_one_names_the_fix(tiny_vit, imagefolder, tmp_path):
     args = ["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(tmp_path / "o")]
-    with pytest.raises(SystemExit, match="leave it out with --freeze-backbone"):
+    with pytest.raises(UsageError, match="leave it out with --freeze-backbone"):
         main([*args, "--soup", "2", "--freeze-backbone", *FAST])
     with pytest.raises(ValueError, match="1 or more"):
         main([*args, "--soup", "0", *FAST])
@@ -82,9 +95,9 @@ def test_label_set_mismatch_is_refused_without_overwrite(tiny_vit, imagefolder, 
     args = ["--model-name-or-path", str(tiny_vit), "--output-dir", str(out), "--freeze-backbone", *FAST]
     main(["--data-dir", str(imagefolder), *args])
     (imagefolder / "red").rename(imagefolder / "green")
-    with pytest.raises(SystemExit, match="--overwrite-output-dir"):
+    with pytest.raises(UsageError, match="--replace-model"):
         main(["--data-dir", str(imagefolder), *args])
-    main(["--data-dir", str(imagefolder), *args, "--overwrite-output-dir"])
+    main(["--data-dir", str(imagefolder), *args, "--replace-model"])
     assert json.loads((out / "config.json").read_text())["id2label"]["1"] == "green"
 
 
@@ -103,7 +116,7 @@ def test_hard_negatives_join_the_out_of_scope_class_repeated_and_are_reported(ti
     assert json.loads((out / "config.json").read_text())["id2label"]["2"] == "other"
     assert f"{in_train} are hard negatives (`--hard-negatives-dir`), each seen\n  3 times" in (out / "README.md").read_text()
     with pytest.raises(ValueError, match="give each negatives folder once"):
-        main([*args, "--hard-negatives-dir", str(easy), "--overwrite-output-dir"])
+        main([*args, "--hard-negatives-dir", str(easy), "--replace-model"])
     with pytest.raises(ValueError, match="--hard-negatives-repeat 0: give how many times"):
         main([*args, "--hard-negatives-dir", str(hard), "--hard-negatives-repeat", "0"])
 
@@ -130,14 +143,14 @@ def test_calibrate_only_resets_the_threshold_and_keeps_the_weights(tiny_vit, ima
 
 
 def test_calibrate_only_refuses_an_untrained_model_other_labels_or_a_bad_threshold(tiny_vit, imagefolder, tmp_path):
-    with pytest.raises(SystemExit, match="--calibrate-only needs a model that train.py trained"):
+    with pytest.raises(UsageError, match="--calibrate-only needs a model that train.py trained"):
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir",
               str(tmp_path / "o"), "--calibrate-only", *FAST])
     trained = tmp_path / "trained"
     main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(trained),
           "--freeze-backbone", *FAST])
     (imagefolder / "red").rename(imagefolder / "green")  # the trained head's classes no longer match the data
-    with pytest.raises(SystemExit, match=r"labels \['blue', 'green'\]; .* has \['blue', 'red'\]"):
+    with pytest.raises(UsageError, match=r"labels \['blue', 'green'\]; .* has \['blue', 'red'\]"):
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(trained), "--output-dir",
               str(tmp_path / "o2"), "--calibrate-only", *FAST])
     with pytest.raises(ValueError, match="not a probability; use a value in"):
@@ -192,7 +205,7 @@ def test_center_crop_is_saved_in_the_processor_and_calibrate_only_adds_it_withou
 
 
 def test_image_size_that_is_not_a_multiple_of_the_patch_names_the_fix(tiny_vit, imagefolder, tmp_path):
-    with pytest.raises(SystemExit, match="not a multiple of the patch size 8; use 48"):
+    with pytest.raises(UsageError, match="not a multiple of the patch size 8; use 48"):
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir",
               str(tmp_path / "o"), "--image-size", "50", "--freeze-backbone", *FAST])
 
@@ -205,7 +218,7 @@ def test_missing_data_dir_names_the_fix(tiny_vit, tmp_path):
 def test_unwritable_output_dir_names_the_problem(tiny_vit, imagefolder, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(SystemExit, match="Cannot write to --output-dir .*writable folder"):
+    with pytest.raises(UsageError, match="Cannot write to --output-dir .*writable folder"):
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit),
               "--output-dir", str(blocker / "out"), "--freeze-backbone"])
 
@@ -213,7 +226,7 @@ def test_unwritable_output_dir_names_the_problem(tiny_vit, imagefolder, tmp_path
 def test_layer_decay_gives_lower_layers_smaller_learning_rates(tiny_vit):
     from transformers import AutoModelForImageClassification
 
-    from parkclf.training import layer_decay_groups
+    from parkclf.training.finetune import layer_decay_groups
 
     model = AutoModelForImageClassification.from_pretrained(tiny_vit)
     groups = layer_decay_groups(model, 1e-3, 0.5, 0.05)
@@ -226,7 +239,7 @@ def test_layer_decay_gives_lower_layers_smaller_learning_rates(tiny_vit):
 
 
 def test_a_checkpoint_cut_off_mid_save_is_skipped(tmp_path):
-    from parkclf.training import last_complete_checkpoint
+    from parkclf.training.finetune import last_complete_checkpoint
 
     done, cut, torn = tmp_path / "checkpoint-3", tmp_path / "checkpoint-6", tmp_path / "checkpoint-9"
     for d in (done, cut, torn):
@@ -239,14 +252,15 @@ def test_a_checkpoint_cut_off_mid_save_is_skipped(tmp_path):
     assert last_complete_checkpoint(str(tmp_path / "none")) is None
 
 
-@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run on the lent GPU machine)")
 def test_cuda_bf16_training_gives_a_checkpoint_that_serves_on_cpu(tiny_vit, imagefolder, tmp_path):
     """Trained on the GPU in bf16 mixed precision (--bf16 auto picks it there), served on the CPU in fp32:
     the saved weights are fp32 and the CPU reload gives the same answers as the GPU model."""
     import torch
     from transformers import AutoModelForImageClassification, TrainerCallback
 
-    from parkclf import training
+    from parkclf.training import finetune, head
 
     seen = {}
 
@@ -254,7 +268,7 @@ def test_cuda_bf16_training_gives_a_checkpoint_that_serves_on_cpu(tiny_vit, imag
         def on_train_begin(self, args, state, control, model=None, **kw):
             seen.update(device=str(next(model.parameters()).device), bf16=args.bf16)
 
-    real_trainer, real_features = training.SmoothedTrainer, training.head_features
+    real_trainer, real_features = finetune.SmoothedTrainer, head.head_features
 
     def spying(*a, callbacks=(), **kw):
         return real_trainer(*a, callbacks=[*callbacks, Spy()], **kw)
@@ -263,13 +277,13 @@ def test_cuda_bf16_training_gives_a_checkpoint_that_serves_on_cpu(tiny_vit, imag
         seen.setdefault("features_on", set()).add(str(model.device))
         return real_features(model, *a, **kw)
 
-    training.SmoothedTrainer, training.head_features = spying, features_spy
+    finetune.SmoothedTrainer, head.head_features = spying, features_spy
     try:
         out = tmp_path / "out"
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
               "--num-train-epochs", "2", "--head-epochs", "5", "--per-device-train-batch-size", "8"])
     finally:
-        training.SmoothedTrainer, training.head_features = real_trainer, real_features
+        finetune.SmoothedTrainer, head.head_features = real_trainer, real_features
     assert seen == {"device": "cuda:0", "bf16": True, "features_on": {"cuda:0"}}
     assert all(t.dtype == torch.float32 for t in load_file(out / "model.safetensors").values())
     x = torch.rand(8, 3, 32, 32)

@@ -15,13 +15,13 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM
 
 def train_cmd(data, model, out, *extra):
     return [sys.executable, str(ROOT / "train.py"), "--data-dir", str(data), "--model-name-or-path", str(model),
-            "--output-dir", str(out), "--head-epochs", "3", "--per-device-train-batch-size", "4", "--bf16", "no",
-            "--early-stopping-patience", "100", *extra]
+            "--output-dir", str(out), "--head-epochs", "3", "--per-device-train-batch-size", "4", "--bf16", "false",
+            "--early-stopping-patience", "100", "--no-export-onnx", *extra]
 
 
 def test_sigkill_mid_training_then_rerun_resumes_and_matches(tiny_vit, tmp_path):
     data = make_imagefolder(tmp_path / "data", per_class=20)
-    args = ("--num-train-epochs", "6", "--save-steps", "3")
+    args = ("--num-train-epochs", "6", "--checkpoint-steps", "3")
     log = open(tmp_path / "first.log", "w")
     first = subprocess.Popen(train_cmd(data, tiny_vit, tmp_path / "out", *args), env=ENV, stdout=log, stderr=log)
     ckpts = tmp_path / "out" / "checkpoints"

@@ -8,7 +8,7 @@ import torch
 from conftest import COLOURS, make_photo
 from parkclf.classifier import Classifier, Prediction
 from parkclf.training import main as train_main
-from parkclf.ui import NONE_OF_THESE, AppOptions, build_demo, label_value, save_feedback, verdict
+from parkclf.app.ui import NONE_OF_THESE, AppOptions, build_demo, label_value, save_feedback, verdict
 
 
 def test_verdict_says_none_of_them_when_abstaining():
@@ -36,7 +36,7 @@ def test_label_headline_agrees_with_the_verdict():
 
 
 def test_demo_builds_with_named_endpoints(tiny_vit):
-    demo = build_demo(Classifier.from_pretrained(str(tiny_vit), dtype=torch.float32), AppOptions(feedback_dir="/nonexistent"))
+    demo = build_demo(Classifier.from_pretrained(str(tiny_vit)), AppOptions(feedback_dir="/nonexistent"))
     names = {d.api_name for d in demo.fns.values() if d.api_name}
     assert {"predict", "predict_batch", "explain"} <= names
 
@@ -51,7 +51,7 @@ def test_correction_is_saved_as_imagefolder_and_trains(tiny_vit, imagefolder, tm
     assert rows[0]["label"] == "red" and rows[0]["predicted"] == "blue"
     out = tmp_path / "out"
     train_main(["--data-dir", str(imagefolder), "--extra-data-dir", str(fb), "--model-name-or-path", str(tiny_vit),
-                "--output-dir", str(out), "--freeze-backbone", "--head-epochs", "2", "--bf16", "no"])
+                "--output-dir", str(out), "--freeze-backbone", "--head-epochs", "2", "--bf16", "false", "--no-export-onnx"])
     import json
 
     counts = json.loads((out / "data_report.json").read_text())["counts"]

@@ -8,11 +8,20 @@ photo is the calibrated probability of its best real class; below the threshold 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 
-def fit_temperature(logits: torch.Tensor, labels) -> float:
-    """Guo et al. 2017: one scalar T minimising validation NLL of softmax(logits / T)."""
+def softmax(logits, temperature: float = 1.0) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def fit_temperature(logits, labels) -> float:
+    """Guo et al. 2017: one scalar T minimising validation NLL of softmax(logits / T). Training only (torch)."""
+    import torch
+
+    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float32)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     log_t = torch.zeros(1, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
@@ -32,7 +41,7 @@ def real_indices(labels: list[str], out_of_scope_label: str | None) -> list[int]
     return [i for i, n in enumerate(labels) if n != out_of_scope_label]
 
 
-def in_scope_scores(logits: torch.Tensor, labels: list[str], temperature: float,
+def in_scope_scores(logits, labels: list[str], temperature: float,
                     out_of_scope_label: str | None) -> tuple[np.ndarray, np.ndarray]:
     """(calibrated probability of each real class, in-scope score) for each row.
 
@@ -41,17 +50,17 @@ def in_scope_scores(logits: torch.Tensor, labels: list[str], temperature: float,
     score is the probability of the best real class, so the confidence the app reports for its answer is
     exactly the number the abstain threshold is compared with.
     """
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    probs = softmax(logits, temperature)
     if out_of_scope_label in labels:
         probs = probs[:, real_indices(labels, out_of_scope_label)]
-    return probs.numpy(), probs.max(dim=-1).values.numpy()
+    return probs, probs.max(axis=-1)
 
 
 def in_scope_mask(y: np.ndarray, labels: list[str], out_of_scope_label: str | None) -> np.ndarray:
     return y != labels.index(out_of_scope_label) if out_of_scope_label in labels else np.ones_like(y, bool)
 
 
-def fit(val_logits: torch.Tensor, val_labels, labels: list[str], out_of_scope_label: str | None,
+def fit(val_logits, val_labels, labels: list[str], out_of_scope_label: str | None,
         keep_rate: float = 0.95, threshold: float | None = None) -> dict:
     """Temperature from validation NLL; the threshold is given, or answers ``keep_rate`` of in-scope validation photos."""
     t = fit_temperature(val_logits, val_labels)
@@ -62,7 +71,7 @@ def fit(val_logits: torch.Tensor, val_labels, labels: list[str], out_of_scope_la
     return {"calibration_temperature": t, "abstain_threshold": threshold, "out_of_scope_label": out_of_scope_label}
 
 
-def evaluate(logits: torch.Tensor, y, labels: list[str], config) -> dict:
+def evaluate(logits, y, labels: list[str], config) -> dict:
     """Keep-rate on in-scope photos, abstain-rate and AUROC on out-of-scope ones (when the split has them)."""
     from sklearn.metrics import roc_auc_score
 

@@ -1,22 +1,25 @@
 """Classifier: load a checkpoint once; predict, predict_batch and explain. Knows nothing of Gradio.
 
-Everything it needs is read from the checkpoint folder (or Hub repo): labels, processor,
-calibration temperature, abstain threshold and the out-of-scope class.
+Everything it needs is read from the checkpoint folder (or Hub repo): labels, processor, calibration temperature,
+abstain threshold, the out-of-scope class and the ONNX graphs. The engine (:mod:`parkclf.engine`) runs the model.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .calibration import in_scope_scores, real_indices
-from .hardware import bf16_supported
+from .engine import Engine, TorchEngine, load_engine
+from .errors import UsageError
 from .images import ImageSource
-from .transforms import image_size, open_images, pixel_values, visible_box
+from .processing import Preprocessor, image_size, open_images, visible_box
+
 
 @dataclass
 class Prediction:
@@ -30,64 +33,102 @@ class Prediction:
 
 
 class Classifier:
-    def __init__(self, model, image_processor, *, dtype: torch.dtype | None = None):
-        self.image_processor = image_processor
-        self.dtype = dtype or (torch.bfloat16 if bf16_supported() else torch.float32)
-        # Weights cast once instead of autocast on every call (faster per forward on AMX in our profiling).
-        self.model = model.eval().to(self.dtype)
-        cfg = model.config
-        self.all_labels = [cfg.id2label[i] for i in range(cfg.num_labels)]
-        self.out_of_scope_label = getattr(cfg, "out_of_scope_label", None)
+    def __init__(self, engine: Engine, preprocessor: Preprocessor, config: dict):
+        self.engine = engine
+        self.preprocessor = preprocessor
+        # transformers leaves id2label out of config.json when it is its default (LABEL_0, LABEL_1)
+        default = {i: f"LABEL_{i}" for i in range(config.get("num_labels", 2))}
+        id2label = {int(k): v for k, v in config["id2label"].items()} if config.get("id2label") else default
+        self.all_labels = [id2label[i] for i in range(len(id2label))]
+        self.out_of_scope_label = config.get("out_of_scope_label")
         self.labels = [n for n in self.all_labels if n != self.out_of_scope_label]
-        self.temperature = float(getattr(cfg, "calibration_temperature", 1.0))
-        self.threshold = float(getattr(cfg, "abstain_threshold", 0.0))
+        self.real_ids = real_indices(self.all_labels, self.out_of_scope_label)
+        self.temperature = float(config.get("calibration_temperature") or 1.0)
+        self.threshold = float(config.get("abstain_threshold") or 0.0)
+        self.title = config.get("title")
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str, **kw) -> "Classifier":
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
+    def from_pretrained(cls, name_or_path: str, *, engine: str = "auto") -> Classifier:
+        """A local checkpoint folder or a Hub model id; ``engine`` as :func:`parkclf.engine.load_engine` takes it."""
+        folder = resolve(name_or_path)
+        config = json.loads((folder / "config.json").read_text())
+        return cls(load_engine(folder, engine=engine, patch_size=config.get("patch_size", 16)),
+                   Preprocessor.from_pretrained(folder), config)
 
-        # safetensors only, and never code from the checkpoint: a Space loads whatever MODEL_ID names.
-        model = AutoModelForImageClassification.from_pretrained(name_or_path, use_safetensors=True,
-                                                                trust_remote_code=False)
-        processor = AutoImageProcessor.from_pretrained(name_or_path, trust_remote_code=False)
-        return cls(model, processor, **kw)
+    @classmethod
+    def from_model(cls, model, preprocessor: Preprocessor, **kw) -> Classifier:
+        """Over a transformers model in memory (tests, training): its config carries labels and calibration."""
+        return cls(TorchEngine(model, **kw), preprocessor, model.config.to_dict())
 
-    def pixel_values(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return pixel_values(images, self.image_processor).to(self.dtype)
+    def pixel_values(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.preprocessor(images)
 
-    @torch.inference_mode()
-    def logits(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.model(pixel_values=self.pixel_values(images)).logits.float()
+    def logits(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.engine.logits(self.pixel_values(images))
 
-    def _predictions(self, logits: torch.Tensor) -> list[Prediction]:
+    def predictions(self, logits: np.ndarray) -> list[Prediction]:
         probs, scores = in_scope_scores(logits, self.all_labels, self.temperature, self.out_of_scope_label)
         out = []
-        for p, s in zip(probs, scores):
-            conf = {n: float(v) for n, v in zip(self.labels, p)}
+        for p, s in zip(probs, scores, strict=True):
+            conf = {n: float(v) for n, v in zip(self.labels, p, strict=True)}
             out.append(Prediction(label=max(conf, key=conf.get), confidences=conf,
                                   abstained=bool(s < self.threshold), score=float(s)))
         return out
 
     def predict_images(self, images: Sequence[Image.Image]) -> list[Prediction]:
-        return self._predictions(self.logits(images)) if images else []
+        return self.predictions(self.logits(images)) if images else []
 
     def predict(self, source: ImageSource) -> Prediction:
         return self.predict_batch([source])[0]
 
     def predict_batch(self, sources: Sequence[ImageSource]) -> list[Prediction]:
-        return self.predict_images(open_images(sources, self.image_processor))
+        return self.predict_images(open_images(sources, self.preprocessor))
 
     def warm_up(self) -> None:
         """One forward at start-up, so the first user does not pay for kernel selection."""
-        h, w = image_size(self.image_processor)
+        h, w = image_size(self.preprocessor)
         self.predict_images([Image.new("RGB", (w, h), (128, 128, 128))])
 
     def explain(self, source: ImageSource) -> tuple[Image.Image, Prediction, np.ndarray]:
         """Overlay of the patches that pushed the predicted class up, the prediction, and the raw map."""
-        from .explain import relevance_map, overlay
+        from .explain import overlay
 
-        image = open_images([source], self.image_processor)[0]
-        heat, logits = relevance_map(self.model, self.pixel_values([image]),
-                                     real_indices(self.all_labels, self.out_of_scope_label))
-        pred = self._predictions(logits)[0]
-        return overlay(image, heat, box=visible_box(self.image_processor, *image.size)), pred, heat
+        image = open_images([source], self.preprocessor)[0]
+        heat, logits = self.engine.relevance(self.pixel_values([image]), self.real_ids)
+        pred = self.predictions(logits)[0]
+        return overlay(image, heat, box=visible_box(self.preprocessor, *image.size)), pred, heat
+
+
+# What serving reads from a Hub repo: never the training leftovers, and the weights only without an ONNX export.
+HUB_PATTERNS_ONNX = ["*.json", "README.md", "onnx/model_quantized.onnx", "onnx/explain_quantized.onnx"]
+HUB_PATTERNS_FP32 = ["*.json", "README.md", "onnx/model.onnx", "onnx/explain.onnx"]
+HUB_PATTERNS_TORCH = ["*.json", "README.md", "model.safetensors"]
+
+
+def resolve(name_or_path: str) -> Path:
+    """A local folder as it is; a Hub model id downloaded (or read from the cache) through huggingface_hub."""
+    if Path(name_or_path).is_dir():
+        folder = Path(name_or_path)
+        if not (folder / "config.json").exists():
+            raise UsageError(f"{folder} has no config.json; give a folder written by save_pretrained (train.py's "
+                             "--output-dir) or a Hub model id.")
+        return folder
+    from huggingface_hub import list_repo_files, snapshot_download
+
+    try:
+        try:
+            files = set(list_repo_files(name_or_path))
+        except Exception:  # offline or unreachable: whatever the cache holds
+            files = set()
+        patterns = (HUB_PATTERNS_ONNX if "onnx/model_quantized.onnx" in files else
+                    HUB_PATTERNS_FP32 if "onnx/model.onnx" in files else
+                    HUB_PATTERNS_TORCH if files else HUB_PATTERNS_ONNX + HUB_PATTERNS_FP32 + HUB_PATTERNS_TORCH)
+        return Path(snapshot_download(name_or_path, allow_patterns=patterns))
+    except Exception as e:
+        raise UsageError(hub_message(name_or_path, e)) from None
+
+
+def hub_message(model_id: str, error: Exception) -> str:
+    reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+    return (f"Could not load '{model_id}': it is not a local folder, and the Hugging Face Hub did not give it "
+            f"({reason}). Pass a local folder instead, or set HF_HUB_OFFLINE=1 with the model already in the cache.")

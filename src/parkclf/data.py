@@ -18,7 +18,8 @@ import numpy as np
 from datasets import ClassLabel, DatasetDict, concatenate_datasets
 from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 
-from .images import ImageError, is_hidden, load_image
+from .errors import UsageError
+from .images import ImageError, image_files, is_hidden, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -60,28 +61,33 @@ def load_source(data_dir: str | None = None, dataset: str | None = None, *,
                 image_column: str = "image", label_column: str = "label") -> DatasetDict:
     """Load an imagefolder or Hub dataset with images left undecoded (we decode them ourselves)."""
     if bool(data_dir) == bool(dataset):
-        raise ValueError("Give exactly one of --data-dir DIR (an imagefolder) or --dataset HUB_ID.")
+        raise UsageError("Give exactly one of --data-dir DIR (an imagefolder) or --dataset HUB_ID.")
     if data_dir:
         root = Path(data_dir)
         if not root.is_dir():
-            raise FileNotFoundError(f"No data folder at {root}; expected {root}/<class>/*.jpg "
+            raise UsageError(f"No data folder at {root}; expected {root}/<class>/*.jpg "
                                     f"(or {root}/train/<class>/*.jpg with optional validation/ and test/).")
         subdirs = [p for p in root.iterdir() if p.is_dir() and not is_hidden(p)]
         if not subdirs:
-            raise ValueError(f"No class folders in {root}; expected {root}/<class>/*.jpg")
+            raise UsageError(f"No class folders in {root}; expected {root}/<class>/*.jpg")
         ds = datasets.load_dataset("imagefolder", data_dir=str(root))
     else:
-        ds = datasets.load_dataset(dataset)
+        try:
+            ds = datasets.load_dataset(dataset)
+        except Exception as e:  # unreachable Hub, unknown id, no cache offline: one line naming the fix
+            raise UsageError(f"Could not load the dataset '{dataset}' ({str(e).strip().splitlines()[0][:160]}). "
+                             "Pass a local imagefolder with --data-dir, or set HF_DATASETS_OFFLINE=1 with the "
+                             "dataset already in the cache.") from None
     if not isinstance(ds, DatasetDict):
         ds = DatasetDict({"train": ds})
     if data_dir and "label" not in next(iter(ds.values())).column_names:
         # imagefolder drops the label column when there is a single class folder
-        raise ValueError(f"Found 1 class folder in {data_dir}; a classifier needs at least 2 class folders "
+        raise UsageError(f"Found 1 class folder in {data_dir}; a classifier needs at least 2 class folders "
                          f"({data_dir}/<class>/*.jpg).")
     ds = ds.rename_columns({c: n for c, n in ((image_column, "image"), (label_column, "label")) if c != n})
     for split in ds.values():
         if "image" not in split.column_names or "label" not in split.column_names:
-            raise ValueError(f"The dataset has columns {split.column_names}; pass --image-column and "
+            raise UsageError(f"The dataset has columns {split.column_names}; pass --image-column and "
                              "--label-column to name the image and the label columns.")
     ds = ds.cast_column("image", datasets.Image(decode=False))
     return ds.select_columns(["image", "label"])
@@ -92,7 +98,7 @@ def select_classes(ds: DatasetDict, classes: list[str]) -> DatasetDict:
     names = ds["train"].features["label"].names
     missing = [c for c in classes if c not in names]
     if missing:
-        raise ValueError(f"--classes {missing} not found; the data has class folders {names}.")
+        raise UsageError(f"--classes {missing} not found; the data has class folders {names}.")
     old_to_new = {names.index(c): i for i, c in enumerate(classes)}
     features = datasets.Features({"image": datasets.Image(decode=False), "label": ClassLabel(names=list(classes))})
     out = DatasetDict()
@@ -104,8 +110,7 @@ def select_classes(ds: DatasetDict, classes: list[str]) -> DatasetDict:
 
 
 def _image_files(root: Path) -> list[str]:
-    exts = {e.lower() for e in ImageFolder.EXTENSIONS}
-    return sorted(str(p) for p in root.rglob("*") if p.is_file() and p.suffix.lower() in exts and not is_hidden(p))
+    return image_files(root, ImageFolder.EXTENSIONS)
 
 
 def merge_extra(ds: DatasetDict, extra_dir: str) -> DatasetDict:
@@ -114,10 +119,10 @@ def merge_extra(ds: DatasetDict, extra_dir: str) -> DatasetDict:
     names = ds["train"].features["label"].names
     folders = [p for p in root.iterdir() if p.is_dir() and not is_hidden(p)] if root.is_dir() else []
     if not folders:
-        raise FileNotFoundError(f"--extra-data-dir {root} has no class folders; expected {root}/<class>/*.jpg")
+        raise UsageError(f"--extra-data-dir {root} has no class folders; expected {root}/<class>/*.jpg")
     unknown = sorted(p.name for p in folders if p.name not in names)
     if unknown:
-        raise ValueError(f"--extra-data-dir {extra_dir} has classes {unknown} that the data does not; "
+        raise UsageError(f"--extra-data-dir {extra_dir} has classes {unknown} that the data does not; "
                          f"its folders must be among {names}.")
     rows = [(f, names.index(p.name)) for p in folders for f in _image_files(p)]
     extra = datasets.Dataset.from_dict({"image": [{"path": f, "bytes": None} for f, _ in rows],
@@ -130,14 +135,14 @@ def add_negatives(ds: DatasetDict, dirs: list[str], label: str) -> DatasetDict:
     """Add every image under ``dirs`` (any layout) to train as one out-of-scope class ``label``."""
     names = ds["train"].features["label"].names
     if label in names:
-        raise ValueError(f"The data already has a class called '{label}'; rename that folder.")
+        raise UsageError(f"The data already has a class called '{label}'; rename that folder.")
     paths = []
     for d in dirs:
         if not Path(d).is_dir():
-            raise FileNotFoundError(f"--negatives-dir {d} is not a folder of photos.")
+            raise UsageError(f"--negatives-dir {d} is not a folder of photos.")
         paths += _image_files(Path(d))
     if not paths:
-        raise ValueError(f"No images found under --negatives-dir {dirs}.")
+        raise UsageError(f"No images found under --negatives-dir {dirs}.")
     features = datasets.Features({"image": datasets.Image(decode=False), "label": ClassLabel(names=names + [label])})
     neg = datasets.Dataset.from_dict({"image": [{"path": p, "bytes": None} for p in paths],
                                       "label": [len(names)] * len(paths)}, features=features)
@@ -155,7 +160,7 @@ def check_hard_negatives(negatives: list[str], hard: list[str]) -> None:
 
     both = [d for d in hard if any(nested(d, n) for n in negatives)]
     if both:
-        raise ValueError(f"{both} overlap --negatives-dir {negatives}; give each negatives folder once, under "
+        raise UsageError(f"{both} overlap --negatives-dir {negatives}; give each negatives folder once, under "
                          "--hard-negatives-dir if it should be repeated, else under --negatives-dir.")
 
 
@@ -177,7 +182,7 @@ def load_groups(tsv: str) -> dict[str, str]:
     with open(tsv, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     if not rows or not {"file", "repo"} <= set(rows[0]):
-        raise ValueError(f"{tsv} needs tab-separated columns 'file' and 'repo' (see parks/SOURCES.tsv).")
+        raise UsageError(f"{tsv} needs tab-separated columns 'file' and 'repo'.")
     return {Path(r["file"]).name: r["repo"] for r in rows}
 
 
@@ -230,21 +235,47 @@ def _drop_leaks(ds: DatasetDict, report: DataReport) -> DatasetDict:
 
 def prepare(ds: DatasetDict, *, draft_size: int, validation_fraction: float = 0.1, test_fraction: float = 0.1,
             seed: int = 42, source: str = "", groups: dict[str, str] | None = None,
-            validation_seed: int | None = None) -> tuple[DatasetDict, DataReport]:
-    """Sanitise, split (stratified, seeded) and de-leak. Returns train/validation/test and the report.
+            validation_seeds: list[int] | None = None) -> tuple[list[DatasetDict], DataReport]:
+    """Sanitise, split (stratified, seeded) and de-leak: one train/validation/test DatasetDict per validation seed,
+    and the report of the first.
 
-    The test split is drawn first, with ``seed`` alone; ``validation_seed`` (default ``seed``) draws another
-    validation split from the rest, so models trained on different validation splits share one test split."""
+    Every image is opened once. The test split is drawn first, with ``seed`` alone; each of ``validation_seeds``
+    (default ``[seed]``) then draws its own validation split from the rest, so models trained on different
+    validation splits (a soup's members) share one test split and none of them trains on a test photo."""
     report = DataReport(source=source)
+    names = _check_labels(ds, source)
+    report.classes = list(names)
+    ds = _scan_all(ds, draft_size, report)
+    counts = {names[k]: v for k, v in sorted(_counts(ds["train"]).items())}
+    too_few = [n for n in names if counts.get(n, 0) < 2]
+    if too_few:
+        raise UsageError(f"Class folder(s) {too_few} in {source} have fewer than 2 readable images; "
+                         "add photos or remove the folder.")
+    total = sum(len(s) for s in ds.values())
+    ds = _hold_out(ds, "test", test_fraction, total, seed, groups, len(names))
+    members = []
+    for i, validation_seed in enumerate(validation_seeds or [seed]):
+        member = _hold_out(DatasetDict(ds), "validation", validation_fraction, total, validation_seed, groups,
+                           len(names))
+        member = _drop_leaks(member, report if i == 0 else DataReport())
+        members.append(DatasetDict({k: member[k].remove_columns(["phash", "error"]) for k in member}))
+    _count(members[0], names, report)
+    return members, report
+
+
+def _check_labels(ds: DatasetDict, source: str) -> list[str]:
     if "train" not in ds:
-        raise ValueError(f"The data has splits {list(ds)}; one must be called 'train'.")
+        raise UsageError(f"The data has splits {list(ds)}; one must be called 'train'.")
     names = ds["train"].features["label"].names if isinstance(ds["train"].features["label"], ClassLabel) else None
     if names is None:
-        raise ValueError("The label column must be a ClassLabel (class names), as imagefolder makes it.")
-    report.classes = list(names)
+        raise UsageError("The label column must be a ClassLabel (class names), as imagefolder makes it.")
     if len(names) < 2:
-        raise ValueError(f"Found {len(names)} class ({names}) in {source}; a classifier needs at least 2 class folders.")
+        raise UsageError(f"Found {len(names)} class ({names}) in {source}; a classifier needs at least 2 class folders.")
+    return names
 
+
+def _scan_all(ds: DatasetDict, draft_size: int, report: DataReport) -> DatasetDict:
+    """Every split scanned once; unreadable files listed in the report and dropped."""
     scanned = DatasetDict()
     for split_name, split in ds.items():
         split = _scan(split, draft_size)
@@ -253,31 +284,28 @@ def prepare(ds: DatasetDict, *, draft_size: int, validation_fraction: float = 0.
             report.unreadable.append({"file": _example_name(split[i]["image"]), "error": split[i]["error"]})
         bad_rows = set(bad)
         scanned[split_name] = split.select([i for i in range(len(split)) if i not in bad_rows])
-    ds = scanned
     if report.unreadable:
         logger.warning("Skipped %d unreadable file(s); see data_report.json", len(report.unreadable))
+    return scanned
 
-    counts = {names[k]: v for k, v in sorted(_counts(ds["train"]).items())}
-    too_few = [n for n in names if counts.get(n, 0) < 2]
-    if too_few:
-        raise ValueError(f"Class folder(s) {too_few} in {source} have fewer than 2 readable images; "
-                         "add photos or remove the folder.")
-    total = sum(len(s) for s in ds.values())
-    for split_name, frac in (("test", test_fraction), ("validation", validation_fraction)):
-        split_seed = seed if split_name == "test" or validation_seed is None else validation_seed
-        if split_name not in ds and frac > 0:
-            remaining = len(ds["train"])
-            n = max(len(names), round(frac * total))
-            if remaining - n < len(names):
-                raise ValueError(f"Too few images ({remaining}) to hold out a {split_name} split; add photos.")
-            if groups:
-                ds["train"], ds[split_name] = _grouped_split(ds["train"], n / remaining, groups, split_seed)
-            else:
-                parts = ds["train"].train_test_split(test_size=n, stratify_by_column="label", seed=split_seed,
-                                                     keep_in_memory=True)
-                ds["train"], ds[split_name] = parts["train"], parts["test"]
 
-    ds = _drop_leaks(ds, report)
+def _hold_out(ds: DatasetDict, split_name: str, frac: float, total: int, seed: int, groups, n_classes: int):
+    """Draw ``split_name`` from train (stratified, or by whole sources with ``groups``) unless the data has it."""
+    if split_name in ds or frac <= 0:
+        return ds
+    remaining = len(ds["train"])
+    n = max(n_classes, round(frac * total))
+    if remaining - n < n_classes:
+        raise UsageError(f"Too few images ({remaining}) to hold out a {split_name} split; add photos.")
+    if groups:
+        ds["train"], ds[split_name] = _grouped_split(ds["train"], n / remaining, groups, seed)
+    else:
+        parts = ds["train"].train_test_split(test_size=n, stratify_by_column="label", seed=seed, keep_in_memory=True)
+        ds["train"], ds[split_name] = parts["train"], parts["test"]
+    return ds
+
+
+def _count(ds: DatasetDict, names: list[str], report: DataReport) -> None:
     for split_name, split in ds.items():
         c = _counts(split)
         report.counts[split_name] = {names[k]: c.get(k, 0) for k in range(len(names))}
@@ -286,7 +314,6 @@ def prepare(ds: DatasetDict, *, draft_size: int, validation_fraction: float = 0.
             msg = f"Class '{n}' has only {c} training images; expect weak results below {MIN_PER_CLASS_WARNING}."
             report.warnings.append(msg)
             logger.warning(msg)
-    return DatasetDict({k: ds[k].remove_columns(["phash", "error"]) for k in ds}), report
 
 
 def _counts(split: datasets.Dataset) -> dict[int, int]:

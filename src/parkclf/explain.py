@@ -2,17 +2,17 @@
 
 The classifier reads only the [CLS] token after the last block, so the last block's *input* is the
 deepest place where each patch still has its own token and the gradient still reaches it (the same
-layer pytorch-grad-cam's ViT recipe uses). One forward and one backward: about 3x a plain forward.
+layer pytorch-grad-cam's ViT recipe uses). One forward and one backward: about 3x a plain forward. The ONNX engine runs the same computation as a traced
+graph (:mod:`parkclf.export`); both hand their per-token relevance to :func:`heat_from_tokens`.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from PIL import Image
 
 
-def last_block_input(model) -> torch.nn.Module:
+def last_block_input(model):
     norms = [m for n, m in model.named_modules() if n.endswith(("layernorm_before", "norm1"))]
     if not norms:
         raise ValueError(f"explain() supports ViT-style models (a 'layernorm_before' per block); "
@@ -20,11 +20,20 @@ def last_block_input(model) -> torch.nn.Module:
     return norms[-1]
 
 
-def relevance_map(model, pixel_values: torch.Tensor, real_ids: list[int] | None = None) -> tuple[np.ndarray, torch.Tensor]:
-    """(grid of patch relevances in [0, 1], logits) for the best real class of one image."""
+def heat_from_tokens(tokens: np.ndarray, hw: tuple[int, int], patch: int) -> np.ndarray:
+    """Per-token relevance (one value per token, [CLS] and any register tokens first) -> (gh, gw) map in [0, 1]:
+    the patch tokens only, negative evidence dropped, scaled by the largest."""
+    gh, gw = hw[0] // patch, hw[1] // patch
+    grid = np.clip(np.asarray(tokens, np.float32)[-gh * gw:], 0, None).reshape(gh, gw)
+    top = grid.max()
+    return grid / top if top > 0 else grid
+
+
+def relevance_map(model, pixel_values, real_ids: list[int] | None = None):
+    """(grid of patch relevances in [0, 1], logits as a float32 CPU tensor) for the best real class of one image."""
     from captum.attr import LayerGradientXActivation
 
-    kept: dict[str, torch.Tensor] = {}
+    kept = {}
 
     def best_logit(x):
         logits = model(pixel_values=x).logits
@@ -34,11 +43,8 @@ def relevance_map(model, pixel_values: torch.Tensor, real_ids: list[int] | None 
 
     attr = LayerGradientXActivation(best_logit, last_block_input(model)).attribute(pixel_values)
     attr = attr[0] if isinstance(attr, (tuple, list)) else attr
-    patch = model.config.patch_size
-    gh, gw = pixel_values.shape[-2] // patch, pixel_values.shape[-1] // patch
-    tokens = attr[0, -gh * gw:, :].float().sum(-1).clamp(min=0).reshape(gh, gw)
-    heat = tokens / tokens.max() if tokens.max() > 0 else tokens
-    return heat.detach().cpu().numpy(), kept["logits"]
+    tokens = attr[0].float().sum(-1).detach().cpu().numpy()
+    return heat_from_tokens(tokens, pixel_values.shape[-2:], model.config.patch_size), kept["logits"].cpu()
 
 
 def overlay(image: Image.Image, heat: np.ndarray, *, box: tuple[float, float, float, float] | None = None,

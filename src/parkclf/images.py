@@ -39,9 +39,22 @@ class ImageError(ValueError):
     """An input that is not a usable image. The message is meant for the person who sent it."""
 
 
+# What the commands pick up from a folder (datasets' imagefolder list, plus phone HEIC/AVIF).
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic",
+                    ".heif", ".avif", ".ico", ".ppm", ".pgm", ".tga"}
+
+
 def is_hidden(path: str | os.PathLike) -> bool:
     name = Path(path).name
     return name.startswith(".") or name.lower() in HIDDEN_FILES
+
+
+def image_files(root: str | os.PathLike, extensions=IMAGE_EXTENSIONS) -> list[str]:
+    """Every image file under ``root`` (recursively, sorted), hidden files and folders skipped."""
+    exts = {e.lower() for e in extensions}
+    base = Path(root)
+    return sorted(str(p) for p in base.rglob("*") if p.is_file() and p.suffix.lower() in exts
+                  and not any(is_hidden(part) for part in p.relative_to(base).parts))
 
 
 def _open(source: ImageSource) -> Image.Image:
@@ -69,6 +82,59 @@ def _open(source: ImageSource) -> Image.Image:
         raise ImageError(f"This file could not be read as an image ({type(e).__name__}).") from None
 
 
+def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    if width < 1 or height < 1:
+        raise ImageError("The image has no pixels.")
+    if width * height > max_pixels:
+        raise ImageError(f"The image is {width}x{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels.")
+
+
+def _reduce(img: Image.Image, factor: int) -> Image.Image:
+    """Box-filter shrink by an integer factor (Image.reduce), converting modes it does not take (palette, CMYK)."""
+    try:
+        return img.reduce(factor)
+    except ValueError:
+        return _to_rgb(img).reduce(factor)
+
+
+def decoded_pixels(width: int, height: int, fmt: str | None, draft_size: int | None) -> int:
+    """How many pixels :func:`load_image` decodes for an image of this header: a JPEG's DCT scaling skips most of
+    a big photo, other formats decode in full. What a request costs in memory and time."""
+    scale = 1
+    if fmt == "JPEG" and draft_size:
+        while scale < 8 and min(width, height) / (scale * 2) >= draft_size:
+            scale *= 2
+    return (width // scale) * (height // scale)
+
+
+def header(source: ImageSource) -> tuple[int, int, str | None]:
+    """(width, height, format) from the file's header alone; nothing is decoded."""
+    if isinstance(source, Image.Image):
+        return source.width, source.height, source.format
+    start = source.tell() if hasattr(source, "tell") else None
+    img = _open(source)
+    try:
+        return img.width, img.height, img.format
+    finally:
+        if start is None:
+            img.close()
+        else:  # a stream the caller reads again: leave it open, where it was
+            source.seek(start)
+
+
+def check_budget(sources, *, draft_size: int | None, budget: int, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse a request, before decoding anything, when one image is over ``max_pixels`` or all of them together
+    would decode more than ``budget`` pixels."""
+    total = 0
+    for s in sources:
+        w, h, fmt = header(s)
+        check_size(w, h, max_pixels)
+        total += decoded_pixels(w, h, fmt, draft_size)
+    if total > budget:
+        raise ImageError(f"These {len(sources)} images would decode to {total / 1e6:.0f} megapixels; one request may "
+                         f"hold at most {budget / 1e6:.0f}. Send fewer or smaller images (JPEG photos cost least).")
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
@@ -90,22 +156,19 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img
 
 
-def load_image(source: ImageSource, *, draft_size: int | None = None) -> Image.Image:
+def load_image(source: ImageSource, *, draft_size: int | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Return a clean RGB image: EXIF rotation applied, alpha on white, first frame only.
 
-    ``draft_size`` lets JPEG decoding skip detail the model never sees: the decoder scales by
-    1/2, 1/4 or 1/8 in the DCT domain while both sides stay >= ``draft_size``. Training and
-    serving pass the same value (from the checkpoint's image size), so they see the same pixels.
+    ``draft_size`` lets decoding skip detail the model never sees: a JPEG decodes at 1/2, 1/4 or 1/8 scale in the
+    DCT domain, and any other format is reduced by an integer factor right after decoding, both while the short
+    side stays >= ``draft_size``. So at most one full-size frame exists at a time, and only for a moment. Training
+    and serving pass the same value (from the checkpoint's image size), so they see the same pixels.
+    ``max_pixels`` (read from the header, before decoding) may be lower for serving than for training.
     Raises :class:`ImageError` with a human message for anything unusable.
     """
     img = _open(source)
     try:
-        if img.width * img.height > MAX_PIXELS:
-            raise ImageError(
-                f"The image is {img.width}x{img.height} pixels; the limit is {MAX_PIXELS // 1_000_000} megapixels."
-            )
-        if img.width < 1 or img.height < 1:
-            raise ImageError("The image has no pixels.")
+        check_size(img.width, img.height, max_pixels)
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # animated GIF/WebP, multi-page TIFF: the first frame
         if draft_size and img.format == "JPEG":
@@ -114,6 +177,8 @@ def load_image(source: ImageSource, *, draft_size: int | None = None) -> Image.I
             if scale >= 2:
                 img.draft("RGB", (int(img.width / scale) + 1, int(img.height / scale) + 1))
         img.load()
+        if draft_size and min(img.size) // draft_size >= 2:  # PNG, WebP, TIFF...: no draft mode, reduce at once
+            img = _reduce(img, min(img.size) // draft_size)
         try:
             img = ImageOps.exif_transpose(img)  # phone photos (gradio#2287, datasets#6252)
         except Exception:  # corrupt EXIF must not cost the photo: keep it unrotated

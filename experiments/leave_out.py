@@ -1,12 +1,12 @@
 """Hold whole photographers out of the parks data, as the app's real users are: build train/ and heldout/ folders.
 
-    python benchmarks/leave_out.py --out out/leave-out               # the default held-out sources below
+    python experiments/leave_out.py --out out/leave-out               # the default held-out sources below
     P=../shared/data/parks S=../shared/data/intel-scenes/train
     python train.py --data-dir out/leave-out/train \\
         --negatives-dir $P/grand_canyon $P/glacier $P/acadia $P/great_smoky $S/street $S/buildings $S/sea \\
         --model-name-or-path ../shared/models/vit-small-dinov2 --output-dir out/leave-out-model
     H=out/leave-out/heldout T=../shared/data/intel-scenes/test
-    python benchmarks/abstain_eval.py --model out/leave-out-model --in-scope $H/sequoia $H/yellowstone $H/yosemite \\
+    parkclf abstain-eval --model out/leave-out-model --in-scope $H/sequoia $H/yellowstone $H/yosemite \\
         --out-of-scope zion=$P/zion arches=$P/arches street=$T/street buildings=$T/buildings
 
 The held-out photos come from sources (``SOURCES.tsv``'s repo column) that train.py never sees; with Zion and

@@ -56,6 +56,23 @@ Confusion matrix (rows: true class, columns: predicted):
 {%- endfor %}
 
 {{ extra }}
+{%- if export %}
+
+## ONNX export
+
+`onnx/` holds {{ export.files | join(", ") }} (the transformers.js layout), so the app serves this model with ONNX
+Runtime and no torch, and a browser runs it with transformers.js. Each graph was checked against the torch fp32 model
+on {{ export.n_photos }} photos of the test split:
+
+| graph | top-1 agreement | abstain agreement | largest probability difference | largest logit difference |
+|---|---|---|---|---|
+{%- for name, row in export.graphs.items() %}
+| `{{ name }}` | {{ "%.4f" | format(row.top1_agreement) }} | {{ "%.4f" | format(row.abstain_agreement) }} | {{ "%.4f" | format(row.max_prob_diff) }} | {{ "%.4f" | format(row.max_logit_diff) }} |
+{%- endfor %}
+{%- for note in export.notes %}
+- {{ note }}
+{%- endfor %}
+{%- endif %}
 
 ## Calibration and abstaining
 
@@ -122,7 +139,8 @@ def save_confusion_png(path: Path, matrix: list[list[int]], labels: list[str]) -
 
 
 def write(out: Path, *, metrics: dict, report: dict, base_model: str, dataset: str | None, license: str,
-          hub_model_id: str | None, provenance: str = "", extra: str = "", title: str | None = None) -> ModelCard:
+          hub_model_id: str | None, provenance: str = "", extra: str = "", title: str | None = None,
+          export: dict | None = None) -> ModelCard:
     labels = metrics["labels"]
     test = metrics["test"]
     save_confusion_png(out / CONFUSION_PNG, test["confusion_matrix"], labels)
@@ -147,21 +165,22 @@ def write(out: Path, *, metrics: dict, report: dict, base_model: str, dataset: s
         abstain=metrics["abstain"], source=dataset or metrics.get("source"), counts=report.get("counts"),
         n_unreadable=len(report.get("unreadable", [])), n_dupes=len(report.get("duplicates_dropped", [])),
         hard_negatives=report.get("hard_negatives"),
-        provenance=provenance, extra=extra, soup_seeds=metrics.get("soup_seeds", []), repo_id=hub_model_id or str(out),
+        provenance=provenance, extra=extra, export=export, soup_seeds=metrics.get("soup_seeds", []), repo_id=hub_model_id or str(out),
         space_or_url="user/space-name or http://127.0.0.1:7860")
     card.save(out / "README.md")
     return card
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Re-render a trained folder's card from its metrics.json and data_report.json (e.g. after editing notes).
+    """Re-render a trained folder's card from its metrics.json, data_report.json and onnx/export.json (e.g. after
+    editing notes).
 
-        python -m parkclf.card models/parks-vit-small --card-notes docs/parks-card-notes.md
+        parkclf card models/parks-vit-small --card-notes docs/parks-card-notes.md
     """
     import argparse
     import json
 
-    p = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="parkclf card", description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder")
     p.add_argument("--card-notes", help="markdown added to the training-data section")
     p.add_argument("--base-model", help="Hub id of the base model (default: the one in metrics.json)")
@@ -171,11 +190,22 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(a.folder)
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
+    exported = out / "onnx" / "export.json"
     write(out, metrics=metrics, report=json.loads((out / "data_report.json").read_text()),
           base_model=a.base_model or metrics["base_model"], dataset=None, license=a.license,
           hub_model_id=a.hub_model_id, provenance=Path(a.card_notes).read_text() if a.card_notes else "",
-          title=config.get("title"))
+          title=config.get("title"), export=json.loads(exported.read_text()) if exported.exists() else None)
 
 
-if __name__ == "__main__":
-    main()
+def refresh_export(folder: Path, export: dict) -> None:
+    """After ``parkclf export``: re-render the card of a folder train.py wrote, so it shows the new graphs."""
+    folder = Path(folder)
+    if (folder / "metrics.json").exists() and (folder / "data_report.json").exists():
+        import json
+
+        metrics = json.loads((folder / "metrics.json").read_text())
+        config = json.loads((folder / "config.json").read_text())
+        notes = folder / "card_notes.md"
+        write(folder, metrics=metrics, report=json.loads((folder / "data_report.json").read_text()),
+              base_model=metrics["base_model"], dataset=None, license="apache-2.0", hub_model_id=None,
+              title=config.get("title"), export=export, provenance=notes.read_text() if notes.exists() else "")

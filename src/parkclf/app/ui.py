@@ -17,8 +17,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from .classifier import Classifier, Prediction
-from .images import ImageError
+from ..classifier import Classifier, Prediction
+from ..images import ImageError
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def save_feedback(feedback_dir: str, image_path: str, label: str, predicted: str
 def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.Blocks:
     opts = options or AppOptions()
     labels = classifier.labels
-    title = opts.title or getattr(classifier.model.config, "title", None) or f"Image classifier: {', '.join(labels)}"
+    title = opts.title or classifier.title or f"Image classifier: {', '.join(labels)}"
 
     def predict(file) -> dict:
         return _guarded("predict", lambda: classifier.predict(_path(file)).to_dict())

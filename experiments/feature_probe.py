@@ -1,6 +1,6 @@
 """How far can a linear head on the frozen backbone go? Grouped-by-source CV on the parks, test split on scenes.
 
-    python benchmarks/feature_probe.py                     # about 5 minutes on 2 cores
+    python experiments/feature_probe.py                     # about 5 minutes on 2 cores
 
 Backs two statements in the README:
 - ``--freeze-backbone`` (a linear head on [CLS], the only head a ViT checkpoint has) tops out below 0.88 on
@@ -18,13 +18,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
 SHARED = ROOT.parent / "shared"
 PARKS = ("sequoia", "yellowstone", "yosemite")
 HEADS = {"cls": ("cls",), "cls+mean": ("cls", "mean"), "last4cls+mean": ("last4", "cls", "mean")}

@@ -1,14 +1,16 @@
-"""Wiring for app.py: load the checkpoint once, warm it up, build the page, launch with safe settings."""
+"""``parkclf serve`` (and app.py): load the checkpoint once, warm it up, build the page, launch with safe settings."""
 
 from __future__ import annotations
 
+import argparse
 import csv
 import logging
+import os
 import time
 from pathlib import Path
 
-from .classifier import Classifier
-from .images import MAX_BYTES
+from ..classifier import Classifier
+from ..images import MAX_BYTES
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ def create_demo(model: str, *, examples_dir: Path | None = None, feedback_dir: s
     t = time.perf_counter()
     classifier = Classifier.from_pretrained(model)
     classifier.warm_up()
-    logger.info("model %s loaded and warmed up in %.1fs", model, time.perf_counter() - t)
+    logger.info("model %s loaded on %s and warmed up in %.1fs", model, classifier.engine.name, time.perf_counter() - t)
     from .ui import AppOptions, about_markdown, build_demo
 
     local = model if Path(model).is_dir() else None
@@ -47,3 +49,20 @@ def launch(demo, *, share: bool = False, feedback_dir: str | None = None, **kw):
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
     return demo.launch(share=share, max_file_size=MAX_BYTES, show_error=False,
                        allowed_paths=[], blocked_paths=[feedback_dir] if feedback_dir else None, **kw)
+
+
+ROOT = Path(__file__).resolve().parents[3]  # the project folder (a Space's clone, or this checkout)
+EMBEDDED_MODEL = ROOT / "models" / "parks-vit-small"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="parkclf serve", description="Serve a checkpoint as the Gradio app.")
+    parser.add_argument("--model", default=os.environ.get("MODEL_ID") or str(EMBEDDED_MODEL),
+                        help="Hub model id or local folder (default: $MODEL_ID, else the embedded model)")
+    parser.add_argument("--share", action="store_true", default=os.environ.get("GRADIO_SHARE") == "1",
+                        help="Also open a public share link (needs the network)")
+    parser.add_argument("--feedback-dir", default=os.environ.get("FEEDBACK_DIR"),
+                        help="Save user corrections here (off unless set)")
+    args = parser.parse_args(argv)
+    demo = create_demo(args.model, examples_dir=ROOT / "examples", feedback_dir=args.feedback_dir)
+    launch(demo, share=args.share, feedback_dir=args.feedback_dir)

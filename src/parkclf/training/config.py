@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import UsageError
 
 DEFAULT_BASE_MODEL = "google/vit-base-patch16-224-in21k"
 
@@ -30,12 +33,12 @@ class DataArguments:
     validation_fraction: float = field(default=0.1, metadata={"help": "Held out for model selection when no validation split is given."})
     test_fraction: float = field(default=0.1, metadata={"help": "Held out for the final metrics when no test split is given."})
     group_by_source: str | None = field(default=None, metadata={
-        "help": "A TSV with columns 'file' and 'repo' (like parks/SOURCES.tsv): split so each source "
-                "lands in a single split, which is how unseen photographers will test the model."})
+        "help": "A TSV with columns 'file' (a photo's file name) and 'repo' (its photographer or source): split so "
+                "each source lands in a single split, which is how unseen photographers will test the model."})
 
     def __post_init__(self):
         if self.hard_negatives_repeat < 1:
-            raise ValueError(f"--hard-negatives-repeat {self.hard_negatives_repeat}: give how many times an epoch "
+            raise UsageError(f"--hard-negatives-repeat {self.hard_negatives_repeat}: give how many times an epoch "
                              "sees each hard negative, 1 or more (1: no oversampling).")
 
 
@@ -60,8 +63,8 @@ class ModelArguments:
 @dataclass
 class TrainArguments:
     output_dir: str = field(default="out/model", metadata={"help": "Where the save_pretrained folder, metrics and card go."})
-    overwrite_output_dir: bool = field(default=False, metadata={
-        "help": "Allow an output dir whose existing model has a different label set (it is replaced)."})
+    replace_model: bool = field(default=False, metadata={
+        "help": "Replace a model with another label set that --output-dir already holds (else that is refused)."})
     num_train_epochs: float = field(default=4, metadata={"help": "Full fine-tuning epochs (after the head is fitted)."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of the top layer; lower layers get less (layer decay)."})
     layer_decay: float = field(default=0.75, metadata={"help": "Learning-rate factor per layer going down the backbone."})
@@ -72,11 +75,16 @@ class TrainArguments:
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per process."})
     early_stopping_patience: int = field(default=2, metadata={"help": "Stop after this many evaluations without improvement."})
     seed: int = field(default=42, metadata={"help": "Seed for splits, augmentation and initialisation."})
-    bf16: str = field(default="auto", metadata={"help": "'auto' (bf16 where the CPU/GPU supports it), 'yes' or 'no'."})
-    save_steps: int = field(default=0, metadata={"help": "Checkpoint every N steps as well as every epoch (0: epochs only)."})
+    bf16: Literal["auto", "true", "false"] = field(default="auto", metadata={
+        "help": "bf16 mixed precision: auto (where the CPU or GPU has native bf16), true or false."})
+    checkpoint_steps: int = field(default=0, metadata={
+        "help": "Evaluate and checkpoint every N optimiser steps, so a kill loses little work (0: at each epoch end)."})
     push_to_hub: bool = field(default=False, metadata={"help": "Upload the output folder to the Hub (token from HF_TOKEN or `hf auth login`)."})
     hub_model_id: str | None = field(default=None, metadata={"help": "user/name of the Hub model repo for --push-to-hub."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo private."})
+    export_onnx: bool = field(default=True, metadata={
+        "help": "Write onnx/ (fp32, int8 where it agrees with torch, and the explanation graphs) for serving without "
+                "torch and for transformers.js in the browser. --no-export-onnx skips it."})
     save_fp16: bool = field(default=False, metadata={
         "help": "Store the weights as fp16 (half the size); config.json keeps float32, so loading computes in fp32."})
     title: str | None = field(default=None, metadata={"help": "Title the app shows (stored in config.json)."})
@@ -100,8 +108,14 @@ class TrainArguments:
                 "temperature and abstain threshold on the same validation split, redo the test metrics and card."})
 
     def __post_init__(self):
+        if self.bf16 not in ("auto", "true", "false"):  # a JSON args file skips argparse's choices
+            raise UsageError(f"--bf16 {self.bf16!r}: use auto, true or false.")
         if self.soup < 1:
-            raise ValueError(f"--soup {self.soup}: give the number of models to average, 1 or more (1: no soup).")
+            raise UsageError(f"--soup {self.soup}: give the number of models to average, 1 or more (1: no soup).")
         if self.abstain_threshold is not None and not 0.0 <= self.abstain_threshold < 1.0:
-            raise ValueError(f"--abstain-threshold {self.abstain_threshold} is not a probability; "
+            raise UsageError(f"--abstain-threshold {self.abstain_threshold} is not a probability; "
                              "use a value in [0, 1), e.g. 0.15.")
+        if self.push_to_hub and not self.hub_model_id:
+            raise UsageError("--push-to-hub needs --hub-model-id user/name.")
+        if self.checkpoint_steps < 0:
+            raise UsageError(f"--checkpoint-steps {self.checkpoint_steps}: give a number of steps, or 0 for each epoch.")

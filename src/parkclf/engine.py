@@ -1,0 +1,146 @@
+"""The engine runs the model: ONNX Runtime when the checkpoint has ``onnx/``, else torch. Nothing else knows which.
+
+Both take the same ``pixel_values`` (NumPy, from :mod:`parkclf.processing`) and return NumPy logits, and both
+explain a prediction by gradient x activation on the input of the last block's attention (see
+:mod:`parkclf.explain`): torch with captum, ONNX Runtime with the relevance graph that :mod:`parkclf.export` traced
+from the same computation. The ONNX path imports no torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .errors import UsageError
+
+ONNX_DIR = "onnx"
+# transformers.js names: model.onnx is fp32, model_quantized.onnx is int8 (dtype "q8"). The explanation graphs
+# (logits plus per-token relevance) sit beside them.
+MODEL_FILES = {"int8": "model_quantized.onnx", "fp32": "model.onnx"}
+EXPLAIN_FILES = {"int8": "explain_quantized.onnx", "fp32": "explain.onnx"}
+
+
+class Engine(Protocol):
+    name: str
+
+    def logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        """(N, num_labels) float32 logits."""
+
+    def relevance(self, pixel_values: np.ndarray, real_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(per-patch relevance of the best real class, (gh, gw) in [0, 1]; logits (1, num_labels)) for one image."""
+
+
+def has_onnx(folder: str | Path) -> bool:
+    return any((Path(folder) / ONNX_DIR / f).exists() for f in MODEL_FILES.values())
+
+
+def cpu_threads() -> int:
+    """Cores this process may use (a Space's cgroup or taskset can give fewer than the machine has)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class OnnxEngine:
+    """ONNX Runtime on the CPU. The int8 graph is used where export wrote one (it is only written where it agrees
+    with the fp32 model), else the fp32 one. The relevance graph is loaded on the first explanation."""
+
+    def __init__(self, folder: str | Path, *, precision: str = "auto", patch_size: int, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.folder = Path(folder) / ONNX_DIR
+        self.precision = self._pick(precision)
+        self.name = f"onnxruntime-{self.precision}"
+        self.patch_size = patch_size
+        self._ort = ort
+        self._threads = threads or cpu_threads()
+        self.session = self._session(self.folder / MODEL_FILES[self.precision])
+        self._explain = None
+
+    def _pick(self, precision: str) -> str:
+        if precision != "auto":
+            if not (self.folder / MODEL_FILES[precision]).exists():
+                raise UsageError(f"{self.folder} has no {MODEL_FILES[precision]}; run `parkclf export` on the model.")
+            return precision
+        return "int8" if (self.folder / MODEL_FILES["int8"]).exists() else "fp32"
+
+    def _session(self, path: Path):
+        opts = self._ort.SessionOptions()
+        opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = self._threads
+        opts.inter_op_num_threads = 1
+        return self._ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.session.run(["logits"], {"pixel_values": np.ascontiguousarray(pixel_values, np.float32)})[0]
+
+    def relevance(self, pixel_values: np.ndarray, real_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        from .explain import heat_from_tokens
+
+        if self._explain is None:
+            path = self.folder / EXPLAIN_FILES[self.precision]
+            if not path.exists():
+                path = self.folder / EXPLAIN_FILES["fp32"]
+            if not path.exists():
+                raise UsageError(f"{self.folder} has no explanation graph ({EXPLAIN_FILES[self.precision]}); "
+                                 "rerun `parkclf export` on the model to write it.")
+            self._explain = self._session(path)
+        # the graph picks the best of the real classes itself: export baked in the checkpoint's out-of-scope label
+        logits, tokens = self._explain.run(["logits", "relevance"],
+                                           {"pixel_values": np.ascontiguousarray(pixel_values[:1], np.float32)})
+        return heat_from_tokens(tokens[0], pixel_values.shape[-2:], self.patch_size), logits
+
+
+class TorchEngine:
+    """The checkpoint's transformers model in torch: bf16 weights where the CPU or GPU has native bf16, else fp32."""
+
+    def __init__(self, model, *, dtype=None):
+        import torch
+
+        from .hardware import bf16_supported
+
+        self.torch = torch
+        self.dtype = dtype or (torch.bfloat16 if bf16_supported() else torch.float32)
+        # Weights cast once instead of autocast on every call (faster per forward on AMX in our profiling).
+        self.model = model.eval().to(self.dtype)
+        self.name = f"torch-{str(self.dtype).removeprefix('torch.')}"
+        self.patch_size = model.config.patch_size
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, **kw) -> TorchEngine:
+        try:
+            from transformers import AutoModelForImageClassification
+        except ImportError:
+            raise UsageError(f"{folder} has no onnx/ export and torch is not installed here. Export it once on a "
+                             f"machine with torch (`parkclf export {folder}`), or install the training stack "
+                             "(pip install -r requirements-train.txt).") from None
+        # safetensors only, and never code from the checkpoint: a Space loads whatever MODEL_ID names.
+        model = AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True, trust_remote_code=False)
+        return cls(model, **kw)
+
+    def logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        x = self.torch.from_numpy(np.ascontiguousarray(pixel_values, np.float32)).to(self.model.device, self.dtype)
+        with self.torch.inference_mode():
+            return self.model(pixel_values=x).logits.float().cpu().numpy()
+
+    def relevance(self, pixel_values: np.ndarray, real_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        from .explain import relevance_map
+
+        x = self.torch.from_numpy(np.ascontiguousarray(pixel_values[:1], np.float32)).to(self.model.device, self.dtype)
+        heat, logits = relevance_map(self.model, x, real_ids)
+        return heat, logits.numpy()
+
+
+def load_engine(folder: str | Path, *, engine: str = "auto", patch_size: int) -> Engine:
+    """``engine``: "auto" (ONNX where the checkpoint has it, else torch), "onnx", "onnx-fp32", "onnx-int8" or "torch"."""
+    if engine == "torch" or (engine == "auto" and not has_onnx(folder)):
+        return TorchEngine.from_pretrained(folder)
+    if engine in ("auto", "onnx"):
+        return OnnxEngine(folder, patch_size=patch_size)
+    if engine in ("onnx-fp32", "onnx-int8"):
+        return OnnxEngine(folder, precision=engine.split("-")[1], patch_size=patch_size)
+    raise UsageError(f"engine={engine!r}: use auto, onnx, onnx-fp32, onnx-int8 or torch.")

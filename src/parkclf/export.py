@@ -1,0 +1,271 @@
+"""Checkpoint -> ``onnx/``: the graphs the app serves without torch and transformers.js runs in a browser.
+
+    parkclf export out/my-model --photos test-photos/          # a train.py output folder
+    parkclf export user/model --output-dir out/model --photos test-photos/    # a Hub model, copied first
+
+Writes, in the transformers.js layout beside config.json and preprocessor_config.json:
+- ``model.onnx``: pixel_values -> logits, fp32 (``torch.onnx.export``, dynamic batch);
+- ``model_quantized.onnx``: the same with int8 weights (ONNX Runtime dynamic quantisation, per channel);
+- ``explain.onnx`` / ``explain_quantized.onnx``: pixel_values -> (logits, per-token relevance), the gradient x
+  activation that :func:`parkclf.explain.relevance_map` computes with captum, traced forward and backward with
+  ``make_fx`` so that ONNX Runtime explains a prediction without torch;
+- ``export.json``: how each graph agrees with the torch fp32 model on the given photos (largest logit and
+  probability difference, top-1 and abstain agreement, relevance correlation). An int8 graph is kept only where
+  its agreement holds; the model card shows the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .calibration import in_scope_scores, real_indices, softmax
+from .engine import EXPLAIN_FILES, MODEL_FILES, ONNX_DIR
+from .errors import UsageError
+from .images import ImageError, image_files, load_image
+from .processing import Preprocessor, draft_size
+
+logger = logging.getLogger("parkclf.export")
+
+# An int8 graph is kept only if it agrees with torch fp32 at least this well on the validation photos.
+MIN_TOP1_AGREEMENT = 0.995
+MIN_ABSTAIN_AGREEMENT = 0.99
+MIN_RELEVANCE_CORRELATION = 0.95  # Pearson, per photo, the lowest over the photos checked
+RELEVANCE_PHOTOS = 8  # explanations cost a backward pass each: check this many
+
+
+class Relevance:
+    """Builds the torch function that the explanation graph is traced from: (logits, per-token relevance) of the
+    best real class, gradient x activation at the output of the last block's first layer norm (captum's
+    LayerGradientXActivation on that module, as :mod:`parkclf.explain` uses it)."""
+
+    def __init__(self, model, real_ids: list[int]):
+        from .explain import last_block_input
+
+        self.model, self.real_ids = model, real_ids
+        self.layer = last_block_input(model)
+
+    def __call__(self, pixel_values):
+        import torch
+
+        kept = {}
+        handle = self.layer.register_forward_hook(lambda _m, _i, out: kept.__setitem__("act", out))
+        try:
+            logits = self.model(pixel_values=pixel_values).logits
+        finally:
+            handle.remove()
+        best = logits[:, self.real_ids].max(dim=1).values.sum()
+        (grad,) = torch.autograd.grad(best, kept["act"])
+        return logits, (grad * kept["act"]).sum(-1)
+
+
+def _export_forward(model, example, path: Path) -> None:
+    import torch
+
+    torch.onnx.export(model, (example,), str(path), input_names=["pixel_values"], output_names=["logits"],
+                      dynamic_shapes={"pixel_values": {0: torch.export.Dim("batch_size")}}, dynamo=True,
+                      external_data=False, verbose=False, report=False)
+
+
+def _export_relevance(model, real_ids: list[int], example, path: Path) -> None:
+    import torch
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    traced = make_fx(Relevance(model, real_ids))(example)  # the forward and the backward as one graph of aten ops
+    torch.onnx.export(traced, (example,), str(path), input_names=["pixel_values"],
+                      output_names=["logits", "relevance"], dynamo=True, external_data=False, verbose=False,
+                      report=False)
+
+
+def _quantize(src: Path, dst: Path) -> None:
+    """int8 weights (per output channel), activations quantised on the fly: MatMuls only, where ViTs spend their
+    time; the layer norms, softmax and GELU stay fp32."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # torch.onnx (dynamo) writes value_info for every initializer; quantize_dynamic transposes the classifier's
+    # Gemm weight in place without updating it, and its shape inference then fails. Drop those entries first.
+    graph = onnx.load(str(src))
+    weights = {i.name for i in graph.graph.initializer}
+    keep = [v for v in graph.graph.value_info if v.name not in weights]
+    del graph.graph.value_info[:]
+    graph.graph.value_info.extend(keep)
+    with tempfile.TemporaryDirectory() as tmp:
+        plain = Path(tmp) / src.name
+        onnx.save(graph, str(plain))
+        quantize_dynamic(str(plain), str(dst), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"])
+
+
+def _agreement(ref: np.ndarray, got: np.ndarray, config: dict) -> dict:
+    labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    ood, t, thr = config.get("out_of_scope_label"), config.get("calibration_temperature", 1.0), config.get(
+        "abstain_threshold", 0.0)
+    (pr, sr), (pg, sg) = in_scope_scores(ref, labels, t, ood), in_scope_scores(got, labels, t, ood)
+    return {"top1_agreement": float((pr.argmax(-1) == pg.argmax(-1)).mean()),
+            "abstain_agreement": float(((sr < thr) == (sg < thr)).mean()),
+            "max_prob_diff": float(np.abs(softmax(ref, t) - softmax(got, t)).max()),
+            "max_logit_diff": float(np.abs(ref - got).max())}
+
+
+def _photos(sources: list, pre: Preprocessor) -> np.ndarray:
+    arrays = []
+    for s in sources:
+        try:
+            arrays.append(pre([load_image(s, draft_size=draft_size(pre))]))
+        except ImageError:
+            continue
+    if not arrays:
+        raise UsageError("None of the --photos could be read; export validates each graph on real photos.")
+    return np.concatenate(arrays)
+
+
+def _run(session, pixel_values: np.ndarray, outputs: list[str], batch: int = 8) -> list[np.ndarray]:
+    parts = [session.run(outputs, {"pixel_values": pixel_values[i:i + batch]}) for i in range(0, len(pixel_values), batch)]
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
+
+
+def _session(path: Path):
+    import onnxruntime as ort
+
+    from .engine import cpu_threads
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = cpu_threads()
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _relevance_check(model, real_ids, pixel_values, session, patch: int) -> tuple[float, np.ndarray]:
+    """Lowest per-photo Pearson correlation of the graph's relevance map with captum's, and the graph's logits."""
+    import torch
+
+    from .explain import heat_from_tokens, relevance_map
+
+    corr, logits = [], []
+    for x in pixel_values[:RELEVANCE_PHOTOS]:
+        ref, _ = relevance_map(model, torch.from_numpy(x[None]), real_ids)
+        lg, tokens = session.run(["logits", "relevance"], {"pixel_values": x[None]})
+        got = heat_from_tokens(tokens[0], x.shape[-2:], patch)
+        corr.append(float(np.corrcoef(ref.ravel(), got.ravel())[0, 1]) if ref.std() and got.std() else 1.0)
+        logits.append(lg)
+    return min(corr), np.concatenate(logits)
+
+
+def _reference(model, pixel_values: np.ndarray, batch: int = 8) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([model(pixel_values=torch.from_numpy(pixel_values[i:i + batch])).logits.numpy()
+                               for i in range(0, len(pixel_values), batch)])
+
+
+def _fp32_model(folder: Path, model=None):
+    import copy
+
+    from transformers import AutoModelForImageClassification
+
+    if model is None:
+        model = AutoModelForImageClassification.from_pretrained(folder, use_safetensors=True)
+    else:
+        model = copy.deepcopy(model)
+    # eager attention: one plain graph of MatMul and Softmax that every runtime (and quantiser) handles
+    model.config._attn_implementation = "eager"
+    return model.float().cpu().eval()
+
+
+def _validate(onnx_dir: Path, model, real_ids, pv, ref, config, patch: int) -> tuple[dict, list[str]]:
+    """Each graph against torch fp32: agreement rows, and the notes on what was dropped."""
+    graphs, notes = {}, []
+    for precision in ("fp32", "int8"):
+        path = onnx_dir / MODEL_FILES[precision]
+        graphs[path.name] = _agreement(ref, _run(_session(path), pv, ["logits"])[0], config)
+        corr, logits = _relevance_check(model, real_ids, pv, _session(onnx_dir / EXPLAIN_FILES[precision]), patch)
+        graphs[EXPLAIN_FILES[precision]] = {**_agreement(ref[:len(logits)], logits, config),
+                                            "min_relevance_correlation": corr}
+    for precision in ("int8",):
+        for name in (MODEL_FILES[precision], EXPLAIN_FILES[precision]):
+            row = graphs[name]
+            short = [f"{k} {row[k]:.4f} < {v}" for k, v in (("top1_agreement", MIN_TOP1_AGREEMENT),
+                                                            ("abstain_agreement", MIN_ABSTAIN_AGREEMENT),
+                                                            ("min_relevance_correlation", MIN_RELEVANCE_CORRELATION))
+                     if k in row and row[k] < v]
+            if short:
+                (onnx_dir / name).unlink()
+                notes.append(f"`{name}` was not kept: {'; '.join(short)}.")
+                del graphs[name]
+    return graphs, notes
+
+
+def export(folder: str | Path, *, photos: list, model=None) -> dict:
+    """Write ``folder/onnx/`` from the checkpoint in ``folder`` (or ``model``, its weights in memory), validated
+    on ``photos`` (paths or bytes). Returns what export.json holds."""
+    import torch
+
+    folder = Path(folder)
+    onnx_dir = folder / ONNX_DIR
+    onnx_dir.mkdir(exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    real_ids = real_indices(labels, config.get("out_of_scope_label"))
+    model = _fp32_model(folder, model)
+    pre = Preprocessor.from_pretrained(folder)
+    pv = _photos(photos, pre)
+    example = torch.from_numpy(np.repeat(pv[:1], 2, axis=0))  # batch 2: torch.export specialises a size-1 dimension
+    logger.info("exporting %s to %s (validated on %d photos)", folder, onnx_dir, len(pv))
+    _export_forward(model, example, onnx_dir / MODEL_FILES["fp32"])
+    _export_relevance(model, real_ids, example[:1], onnx_dir / EXPLAIN_FILES["fp32"])  # one photo at a time
+    for precision in ("int8",):
+        _quantize(onnx_dir / MODEL_FILES["fp32"], onnx_dir / MODEL_FILES[precision])
+        _quantize(onnx_dir / EXPLAIN_FILES["fp32"], onnx_dir / EXPLAIN_FILES[precision])
+    graphs, notes = _validate(onnx_dir, model, real_ids, pv, _reference(model, pv), config, config["patch_size"])
+    report = {"n_photos": len(pv), "files": sorted(graphs), "graphs": graphs, "notes": notes,
+              "torch": torch.__version__}
+    (onnx_dir / "export.json").write_text(json.dumps(report, indent=2))
+    for name, row in graphs.items():
+        logger.info("%s: top-1 agreement %.4f, abstain agreement %.4f, largest probability difference %.4f",
+                    name, row["top1_agreement"], row["abstain_agreement"], row["max_prob_diff"])
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="parkclf export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model", help="a save_pretrained folder (train.py's --output-dir) or a Hub model id")
+    p.add_argument("--photos", nargs="+", required=True,
+                   help="photo files or folders to validate each graph on (the test split, or any real photos)")
+    p.add_argument("--output-dir", help="with a Hub id: where to copy the model first (default: its repo name)")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the folder, onnx/ included, to this model repo")
+    a = p.parse_args(argv)
+    folder = _local_copy(a.model, a.output_dir)
+    files = [f for src in a.photos for f in (image_files(src) if Path(src).is_dir() else [src])]
+    report = export(folder, photos=files)
+    from .publish import card
+
+    card.refresh_export(folder, report)
+    if a.push_to_hub:
+        from .publish import hub
+
+        hub.push_model(folder, a.push_to_hub)
+    print(json.dumps(report, indent=1))
+    return report
+
+
+def _local_copy(model: str, output_dir: str | None) -> Path:
+    if Path(model).is_dir():
+        return Path(model)
+    from huggingface_hub import snapshot_download
+
+    from .classifier import hub_message
+
+    target = Path(output_dir or model.split("/")[-1])
+    try:
+        snapshot_download(model, local_dir=target, allow_patterns=["*.json", "*.safetensors", "README.md", "*.png"])
+    except Exception as e:
+        raise UsageError(hub_message(model, e)) from None
+    return target

@@ -1,0 +1,1 @@
+"""Publishing: the model card, the Hub upload and the Space deploy."""
