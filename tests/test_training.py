@@ -31,7 +31,9 @@ def test_full_finetune_writes_a_loadable_checkpoint_and_its_onnx_export(tiny_vit
     assert "model-index" in (out / "README.md").read_text()
     assert load_file(out / "model.safetensors")["classifier.weight"].shape == (2, 32)
     exported = json.loads((out / "onnx" / "export.json").read_text())
-    assert {"model.onnx", "explain.onnx"} <= set(exported["files"]) and exported["n_photos"] == 4  # the test split
+    counts = json.loads((out / "data_report.json").read_text())["counts"]
+    assert {"model.onnx", "explain.onnx"} <= set(exported["files"])
+    assert exported["n_photos"] == sum(counts["test"].values()) + sum(counts["validation"].values())
     assert "## ONNX export" in (out / "README.md").read_text()
     photo = str(next((imagefolder / "red").iterdir()))
     onnx, torch_ = Classifier.from_pretrained(str(out)), Classifier.from_pretrained(str(out), engine="torch")
@@ -211,7 +213,7 @@ def test_image_size_that_is_not_a_multiple_of_the_patch_names_the_fix(tiny_vit, 
 
 
 def test_missing_data_dir_names_the_fix(tiny_vit, tmp_path):
-    with pytest.raises(FileNotFoundError, match="expected .*<class>"):
+    with pytest.raises(UsageError, match="expected .*<class>"):
         main(["--data-dir", str(tmp_path / "nope"), "--model-name-or-path", str(tiny_vit), "--output-dir", str(tmp_path / "o")])
 
 

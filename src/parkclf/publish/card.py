@@ -62,7 +62,7 @@ Confusion matrix (rows: true class, columns: predicted):
 
 `onnx/` holds {{ export.files | join(", ") }} (the transformers.js layout), so the app serves this model with ONNX
 Runtime and no torch, and a browser runs it with transformers.js. Each graph was checked against the torch fp32 model
-on {{ export.n_photos }} photos of the test split:
+on {{ export.n_photos }} photos it never trained on:
 
 | graph | top-1 agreement | abstain agreement | largest probability difference | largest logit difference |
 |---|---|---|---|---|

@@ -82,8 +82,9 @@ def summary(out: Path, metrics: dict, exported: dict | None, args: TrainArgument
                      f"{metrics['calibration']['abstain_threshold']:.3f}"
                      + (f"; out-of-scope AUROC {a['auroc']:.3f}" if a.get("auroc") is not None else ""))
     if exported:
-        lines.append(f"  ONNX: {', '.join(exported['files'])} (top-1 agreement with torch "
-                     f"{exported['serving']['top1_agreement']:.3f} on {exported['n_photos']} photos)")
+        served = "model_quantized.onnx" if "model_quantized.onnx" in exported["graphs"] else "model.onnx"
+        lines.append(f"  onnx/: {', '.join(exported['files'])}; {served} (what the app serves) agrees with torch on "
+                     f"{exported['graphs'][served]['top1_agreement']:.1%} of {exported['n_photos']} test photos")
     if args.push_to_hub:
         lines.append(f"  pushed to https://huggingface.co/{args.hub_model_id}")
     return "\n".join(lines)

@@ -126,7 +126,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
     model.config.title = args.title or f"Image classifier: {', '.join(n for n in labels if n != OUT_OF_SCOPE)}"
     splits = members_splits[0]
     metrics = evaluate(model, splits, pre, labels, calib, val, model_args, args, data_args.data_dir or data_args.dataset)
-    photos = [im.get("path") or im.get("bytes") for im in splits["test"]["image"]]
+    # the export is checked on photos the model never trained on: the test and validation splits
+    photos = [im.get("path") or im.get("bytes") for s in ("test", "validation") for im in splits[s]["image"]]
     exported = outputs.save(out, model, processor, metrics, report, data_args, args, photos)
     logger.info("%s", outputs.summary(out, metrics, exported, args))
     state.wait_for_everyone()
