@@ -333,7 +333,8 @@ def process_state():
     except ImportError:
         raise UsageError(f"Started as {size} processes, but accelerate is not installed to split the photos between "
                          "them: pip install accelerate, or run one process.") from None
-    return PartialState()
+    # cpu=True: the engines run on the CPU, and without it PartialState joins a process group only on accelerators
+    return PartialState(cpu=True)
 
 
 def decode(source: ImageSource, pre: Preprocessor, draft: int) -> tuple[np.ndarray | None, str]:

@@ -30,6 +30,15 @@ def load_examples(folder: Path) -> list:
         return [Example(str(folder / r["file"]), f"{pretty(r['park'])} — {r['credit']}") for r in csv.DictReader(f, delimiter="\t")]
 
 
+def feedback_limits():
+    """FEEDBACK_MAX_FILES and FEEDBACK_MAX_MB cap the corrections folder (defaults in FeedbackLimits)."""
+    from .feedback import FeedbackLimits
+
+    base = FeedbackLimits()
+    return FeedbackLimits(max_files=int(os.environ.get("FEEDBACK_MAX_FILES", base.max_files)),
+                          max_bytes=int(float(os.environ.get("FEEDBACK_MAX_MB", base.max_bytes / 2**20)) * 2**20))
+
+
 def create_demo(model: str, *, examples_dir: Path | None = None, feedback_dir: str | None = None):
     t = time.perf_counter()
     classifier = Classifier.from_pretrained(model)
@@ -40,15 +49,20 @@ def create_demo(model: str, *, examples_dir: Path | None = None, feedback_dir: s
     local = model if Path(model).is_dir() else None
     options = AppOptions(examples=load_examples(examples_dir) if examples_dir else [],
                          about=about_markdown(local, classifier, Path(model).name if local else model),
-                         feedback_dir=feedback_dir)
+                         feedback_dir=feedback_dir, feedback_limits=feedback_limits(),
+                         web_url=os.environ.get("WEB_URL"))
     return build_demo(classifier, options)
 
 
 def launch(demo, *, share: bool = False, feedback_dir: str | None = None, **kw):
+    from .hardening import app_kwargs
+
     # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are read by launch() itself when not passed here.
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
-    return demo.launch(share=share, max_file_size=MAX_BYTES, show_error=False,
-                       allowed_paths=[], blocked_paths=[feedback_dir] if feedback_dir else None, **kw)
+    # api_open=False: every call goes through the queue and its concurrency limit (no /run shortcut).
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64, api_open=False)
+    return demo.launch(share=share, max_file_size=MAX_BYTES, show_error=False, mcp_server=True,
+                       allowed_paths=[], blocked_paths=[feedback_dir] if feedback_dir else None,
+                       app_kwargs=app_kwargs(), **kw)
 
 
 ROOT = Path(__file__).resolve().parents[3]  # the project folder (a Space's clone, or this checkout)

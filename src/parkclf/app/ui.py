@@ -1,24 +1,24 @@
-"""The Gradio app: ``build_demo(classifier)`` -> gr.Blocks with the page and the named API endpoints.
+"""The Gradio page: ``build_demo(classifier)`` -> gr.Blocks with two tabs and the named API endpoints.
 
-The UI never touches tensors; everything goes through :class:`parkclf.classifier.Classifier`.
-API: ``/predict`` (one image), ``/predict_batch`` (a list), ``/explain`` (overlay + prediction).
+The UI never touches tensors; everything goes through :class:`parkclf.classifier.Classifier` (via
+:mod:`.api`, :mod:`.many` and :mod:`.feedback`). API: ``/predict`` (one image), ``/predict_batch`` (a list),
+``/explain`` (overlay + prediction); each is also an MCP tool.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
-import shutil
-import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
 
+from ..batch import prediction_row
 from ..classifier import Classifier, Prediction
-from ..images import ImageError
+from . import many
+from .api import Endpoints, Limits, file_path, refuse
+from .feedback import FeedbackError, FeedbackLimits, FeedbackStore, digest
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,11 @@ class AppOptions:
     examples: list[Example] = field(default_factory=list)
     about: str = ""  # markdown: metrics etc., read from the checkpoint by the caller
     feedback_dir: str | None = None  # where "wrong? tell us" saves corrections; None hides the control
-    max_batch: int = 16
+    feedback_limits: FeedbackLimits = field(default_factory=FeedbackLimits)
+    limits: Limits = field(default_factory=Limits)
+    many_limits: many.ManyLimits = field(default_factory=many.ManyLimits)
+    web_url: str | None = None  # the in-browser page (transformers.js), linked from the header
+    delete_cache: tuple[int, int] = (600, 1800)  # every 10 minutes, uploads older than 30 minutes go
 
 
 NONE_OF_THESE = "None of these"
@@ -74,125 +78,136 @@ def label_value(pred: Prediction, has_out_of_scope: bool) -> dict[str, float]:
     return shown
 
 
-def _refuse(e: Exception) -> gr.Error:
-    # gr.Error's message reaches the user (page and gradio_client); nothing else about the failure does.
-    return gr.Error(str(e) if isinstance(e, ImageError) else "The image could not be processed.", print_exception=False)
+def _header(title: str, labels: list[str], opts: AppOptions) -> None:
+    web = (f" Or run the model [in your browser]({opts.web_url}): the photo never leaves your device."
+           if opts.web_url else "")
+    gr.Markdown(f"# {title}\nUpload a photo (or use the webcam / paste one) and the model says which of "
+                f"**{', '.join(pretty(n) for n in labels)}** it shows, or that it is none of them.{web}")
 
 
-def _guarded(endpoint: str, call):
-    """Run an endpoint; any failure reaches the user as one human sentence, never a traceback."""
-    try:
-        return call()
-    except gr.Error:
-        raise
-    except Exception as e:
-        logger.warning("%s refused an input: %s", endpoint, e)
-        raise _refuse(e) from None
-
-
-def _path(file) -> str:
-    if file is None:
-        raise gr.Error("No image received; please upload a photo.", print_exception=False)
-    return file if isinstance(file, str) else getattr(file, "path", None) or file["path"]
-
-
-def save_feedback(feedback_dir: str, image_path: str, label: str, predicted: str | None) -> Path:
-    """Save the upload under <dir>/<label>/ (an imagefolder train.py --extra-data-dir reads) and log it."""
-    root = Path(feedback_dir)
-    dest = root / label / f"{uuid.uuid4().hex}{Path(image_path).suffix.lower() or '.jpg'}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(image_path, dest)
-    log = root / "feedback.csv"
-    new = not log.exists()
-    with log.open("a", newline="") as f:
-        w = csv.writer(f)
-        if new:
-            w.writerow(["time", "file", "label", "predicted"])
-        w.writerow([time.strftime("%Y-%m-%dT%H:%M:%S"), str(dest.relative_to(root)), label, predicted or ""])
-    return dest
-
-
-def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.Blocks:
-    opts = options or AppOptions()
+def _one_photo(classifier: Classifier, endpoints: Endpoints, opts: AppOptions, store: FeedbackStore | None):
     labels = classifier.labels
-    title = opts.title or classifier.title or f"Image classifier: {', '.join(labels)}"
 
-    def predict(file) -> dict:
-        return _guarded("predict", lambda: classifier.predict(_path(file)).to_dict())
-
-    def predict_batch(files) -> list[dict]:
-        files = files or []
-        if len(files) > opts.max_batch:
-            raise gr.Error(f"At most {opts.max_batch} images per call; got {len(files)}.", print_exception=False)
-        return _guarded("predict_batch",
-                        lambda: [p.to_dict() for p in classifier.predict_batch([_path(f) for f in files])])
-
-    def explain(file):
-        image, pred, _ = _guarded("explain", lambda: classifier.explain(_path(file)))
-        return image, pred.to_dict()
-
-    def classify(path, show_map):
-        if path is None:
+    def classify(payload, show_map, request: gr.Request):
+        if payload is None:
             return None, "", gr.update(value=None, visible=bool(show_map)), None
+        path = file_path(payload)
         if show_map:
-            image, pred = explain(path)
+            image, pred = endpoints.explain(payload)
         else:
-            image, pred = None, predict(path)
+            image, pred = None, endpoints.predict(payload)
+        if store is not None:
+            store.remember(request.session_hash, digest(path))
         p = Prediction(score=0.0, **pred)
         return (label_value(p, bool(classifier.out_of_scope_label)), verdict(p, labels),
                 gr.update(value=image, visible=bool(show_map)), p.label)
 
-    with gr.Blocks(title=title) as demo:
-        gr.Markdown(f"# {title}\nUpload a photo (or use the webcam / paste one) and the model says which of "
-                    f"**{', '.join(pretty(n) for n in labels)}** it shows, or that it is none of them.")
-        last_label = gr.State(None)
-        with gr.Row():
-            with gr.Column():
-                image = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"], label="Photo")
-                show_map = gr.Checkbox(label="Show which pixels decided (explanation overlay)", value=False)
-                button = gr.Button("Classify", variant="primary")
-            with gr.Column():
-                verdict_md = gr.Markdown(elem_id="verdict")
-                label = gr.Label(num_top_classes=len(labels) + bool(classifier.out_of_scope_label), label="Prediction",
-                                 elem_id="prediction")
-                heatmap = gr.Image(label="Which pixels decided", visible=False, interactive=False, elem_id="explanation")
-                if opts.feedback_dir:
-                    with gr.Accordion("Wrong? Tell us the right answer", open=False):
-                        correct = gr.Dropdown([(pretty(n), n) for n in labels], label="The right class")
-                        send = gr.Button("Save correction")
-                        thanks = gr.Markdown()
-        if opts.examples:
-            gr.Examples([[e.path] for e in opts.examples], inputs=[image],
-                        example_labels=[e.credit for e in opts.examples], label="Examples (public-domain NPS photos)")
+    with gr.Row():
+        with gr.Column():
+            # image_mode=None and preprocess=False (below): Gradio hands over the upload untouched, so a bad file
+            # reaches our loader and its sentence, instead of failing in Gradio's decode with a bare "Error"
+            image = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
+                             label="Photo", elem_id="photo")
+            show_map = gr.Checkbox(label="Show which pixels decided (explanation overlay)", value=False)
+            button = gr.Button("Classify", variant="primary")
+        with gr.Column():
+            verdict_md = gr.Markdown(elem_id="verdict")
+            label = gr.Label(num_top_classes=len(labels) + bool(classifier.out_of_scope_label), label="Prediction",
+                             elem_id="prediction")
+            heatmap = gr.Image(label="Which pixels decided", visible=False, interactive=False, elem_id="explanation")
+            last_label = gr.State(None)
+            if store is not None:
+                _feedback(store, labels, image, last_label)
+    events = dict(inputs=[image, show_map], outputs=[label, verdict_md, heatmap, last_label],
+                  api_visibility="private", preprocess=False)
+    button.click(classify, **events)
+    image.change(classify, **events)
+    return image
+
+
+def _feedback(store: FeedbackStore, labels: list[str], image, last_label) -> None:
+    with gr.Accordion("Wrong? Tell us the right answer", open=False):
+        correct = gr.Dropdown([(pretty(n), n) for n in labels], label="The right class")
+        send = gr.Button("Save correction")
+        thanks = gr.Markdown()
+
+    def save(payload, right, predicted, request: gr.Request):
+        if payload is None or not right:
+            raise refuse("Upload a photo and choose the right class first.")
+        try:
+            store.save(file_path(payload), right, predicted, session=request.session_hash)
+        except FeedbackError as e:
+            raise refuse(str(e)) from None
+        return f"Saved as **{pretty(right)}**. Thank you!"
+
+    # A private event is still callable over raw HTTP: every check lives in FeedbackStore.save, none in the page.
+    send.click(save, [image, correct, last_label], thanks, api_visibility="private", preprocess=False)
+
+
+def _many_photos(classifier: Classifier, opts: AppOptions) -> None:
+    limits, labels, csvs = opts.many_limits, classifier.labels, many.CsvFolder()
+    gr.Markdown(f"Drop up to {limits.max_files} photos, or zips of them. Each row fills in as it is classified, "
+                "and the table downloads as CSV.")
+    files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Photos or zips", elem_id="many_files")
+    go = gr.Button("Classify all", variant="primary", elem_id="many_go")
+    table = gr.Dataframe(headers=["photo", "file", "label", "confidence", "abstained", "note"],
+                         datatype=["html", "str", "str", "str", "bool", "str"], interactive=False,
+                         elem_id="many_table", column_widths=["90px", "30%", "15%", "12%", "12%", "25%"])
+    download = gr.DownloadButton("Download CSV", visible=False, elem_id="many_csv")
+
+    def run(payloads, progress=gr.Progress()):
+        payloads = payloads or []
+        try:
+            items = many.expand([file_path(f) for f in payloads],
+                                [f.get("orig_name") or Path(file_path(f)).name for f in payloads], limits)
+            many.price(items, classifier, limits)
+        except many.TooMuch as e:
+            raise refuse(str(e)) from None
+        shown, rows = [], []
+        yield shown, gr.DownloadButton(visible=False)
+        for item, thumb, pred in progress.tqdm(many.classify(items, classifier, limits), total=len(items),
+                                               desc="Classifying"):
+            rows.append(prediction_row(item.name, pred, item.error or None, labels))
+            shown.append([thumb, item.name, pretty(pred.label) if pred else "", percent(pred.score) if pred else "",
+                          bool(pred and pred.abstained), item.error])
+            yield shown, gr.DownloadButton(visible=False)
+        yield shown, gr.DownloadButton(value=csvs.write(rows), visible=True)
+
+    go.click(run, files, [table, download], api_visibility="private", preprocess=False, concurrency_limit=1)
+
+
+def _api(endpoints: Endpoints) -> None:
+    # API-only components, hidden: gr.File hands over the raw upload, and preprocess=False keeps Gradio from making
+    # an (undeleted) temporary file per call, so our loader sees every byte and refuses bad files itself.
+    with gr.Row(visible=False):
+        one = gr.File(type="filepath", label="image")
+        several = gr.File(type="filepath", file_count="multiple", label="images")
+        prediction = gr.JSON(label="prediction")
+        predictions = gr.JSON(label="predictions")
+        overlay = gr.Image(type="pil", format="png", label="overlay")
+    one.upload(endpoints.predict, one, prediction, api_name="predict", preprocess=False)
+    several.upload(endpoints.predict_batch, several, predictions, api_name="predict_batch", preprocess=False)
+    one.change(endpoints.explain, one, [overlay, prediction], api_name="explain", preprocess=False)
+
+
+def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.Blocks:
+    opts = options or AppOptions()
+    title = opts.title or classifier.title or f"Image classifier: {', '.join(classifier.labels)}"
+    endpoints = Endpoints(classifier, opts.limits)
+    store = FeedbackStore(opts.feedback_dir, classifier.labels, opts.feedback_limits) if opts.feedback_dir else None
+    with gr.Blocks(title=title, delete_cache=opts.delete_cache) as demo:
+        _header(title, classifier.labels, opts)
+        with gr.Tabs():
+            with gr.Tab("One photo"):
+                image = _one_photo(classifier, endpoints, opts, store)
+                if opts.examples:
+                    gr.Examples([[e.path] for e in opts.examples], inputs=[image], label="Examples (public-domain NPS photos)",
+                                example_labels=[e.credit for e in opts.examples])
+            with gr.Tab("Many photos"):
+                _many_photos(classifier, opts)
         with gr.Accordion("About this model", open=False):
             gr.Markdown(opts.about or "")
-
-        ui_events = dict(inputs=[image, show_map], outputs=[label, verdict_md, heatmap, last_label], api_visibility="private")
-        button.click(classify, **ui_events)
-        image.change(classify, **ui_events)
-
-        if opts.feedback_dir:
-            def store(path, right, predicted):
-                if not path or not right:
-                    raise gr.Error("Upload a photo and choose the right class first.", print_exception=False)
-                save_feedback(opts.feedback_dir, path, right, predicted)
-                return f"Saved as **{right}**. Thank you!"
-
-            send.click(store, [image, correct, last_label], thanks, api_visibility="private")
-
-        # API-only endpoints: gr.File hands over the raw upload, so *our* loader sees every byte
-        # and refuses bad files with its own message (gr.Image would try to decode first).
-        with gr.Row(visible=False):
-            api_in = gr.File(type="filepath")
-            api_many = gr.File(type="filepath", file_count="multiple")
-            api_out = gr.JSON()
-            api_img = gr.Image(type="pil", format="png")
-        api_in.upload(predict, api_in, api_out, api_name="predict",
-                      api_description="One image -> {label, confidences, abstained}")
-        api_many.upload(predict_batch, api_many, api_out, api_name="predict_batch",
-                        api_description="A list of images -> a list of {label, confidences, abstained}")
-        api_in.change(explain, api_in, [api_img, api_out], api_name="explain",
-                      api_description="One image -> (overlay PNG of the pixels that decided, prediction)")
+        _api(endpoints)
     return demo
 
 

@@ -1,0 +1,146 @@
+"""The "Many photos" tab: up to N photos, or zips of them, classified into a table that fills as it goes.
+
+The same limits as one photo, over the whole run: a count of files, and a pixel budget priced from the headers
+before anything is decoded. A zip is read entry by entry into memory with caps on its entries and on the bytes
+actually read (a zip's own header can lie), so a zip bomb gets a message, not a dead server.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..batch import prediction_row
+from ..classifier import Classifier
+from ..images import IMAGE_EXTENSIONS, MAX_BYTES, ImageError, decoded_pixels, header, is_hidden, load_image
+from ..processing import draft_size
+
+
+@dataclass(frozen=True)
+class ManyLimits:
+    max_files: int = 200  # photos per run, zip entries included
+    zip_entries: int = 1000  # entries a zip may list (directories and litter included)
+    zip_bytes: int = 500 * 2**20  # bytes read out of all zips of a run, uncompressed
+    run_pixels: int = 2_000_000_000  # pixels a run may decode
+    batch: int = 8  # photos per forward pass
+
+
+class TooMuch(ValueError):
+    """The run is over one of its limits; the message says which."""
+
+
+@dataclass
+class Item:
+    name: str  # what the table and the CSV call it: the file name, or zip name/entry
+    source: str | bytes
+    error: str = ""
+
+
+def _zip_items(path: str, name: str, limits: ManyLimits, budget: list[int]) -> list[Item]:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        return [Item(name, b"", "This zip file could not be read.")]
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > limits.zip_entries:
+            raise TooMuch(f"{name} lists {len(infos)} entries; a zip may hold at most {limits.zip_entries}.")
+        items = []
+        for info in infos:
+            entry = Path(info.filename)
+            if info.is_dir() or any(is_hidden(p) or p == "__MACOSX" for p in entry.parts):
+                continue
+            label = f"{name}/{info.filename}"
+            if entry.suffix.lower() not in IMAGE_EXTENSIONS:
+                items.append(Item(label, b"", "Not an image file (skipped)."))
+                continue
+            with zf.open(info) as f:  # read at most the cap + 1 byte, whatever the header claims
+                data = f.read(min(MAX_BYTES, budget[0]) + 1)
+            if len(data) > budget[0]:
+                raise TooMuch(f"The zips hold more than {limits.zip_bytes // 2**20} MB of photos; send fewer.")
+            budget[0] -= len(data)
+            items.append(Item(label, data, "" if len(data) <= MAX_BYTES else
+                              f"The file is over {MAX_BYTES // 2**20} MB."))
+        return items
+
+
+def expand(paths: list[str], names: list[str], limits: ManyLimits) -> list[Item]:
+    """Uploaded files -> the photos to classify (zips opened), within the run's file count."""
+    items, budget = [], [limits.zip_bytes]
+    for path, name in zip(paths, names, strict=True):
+        if name.lower().endswith(".zip") and zipfile.is_zipfile(path):
+            items += _zip_items(path, name, limits, budget)
+        else:
+            items.append(Item(name, path))
+        if len([i for i in items if not i.error]) > limits.max_files:
+            raise TooMuch(f"At most {limits.max_files} photos per run; send the rest in another run.")
+    return items
+
+
+def price(items: list[Item], classifier: Classifier, limits: ManyLimits) -> None:
+    """Refuse the run before decoding anything if its photos would decode more than the budget; an unreadable
+    header marks that one item, not the run."""
+    ds, total = draft_size(classifier.preprocessor), 0
+    for item in items:
+        if item.error:
+            continue
+        try:
+            w, h, fmt = header(item.source)
+            total += decoded_pixels(w, h, fmt, ds)
+        except ImageError as e:
+            item.error = str(e)
+    if total > limits.run_pixels:
+        raise TooMuch(f"These photos would decode to {total / 1e6:.0f} megapixels; a run may hold at most "
+                      f"{limits.run_pixels / 1e6:.0f}. Send fewer or smaller photos.")
+
+
+def thumbnail(image) -> str:
+    small = image.copy()
+    small.thumbnail((72, 72))
+    buf = io.BytesIO()
+    small.save(buf, "JPEG", quality=70)
+    return f'<img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="" width="{small.width}">'
+
+
+def classify(items: list[Item], classifier: Classifier, limits: ManyLimits) -> Iterator[tuple[Item, str, object]]:
+    """(item, thumbnail HTML, Prediction or None) per item, decoding one batch at a time."""
+    ds = draft_size(classifier.preprocessor)
+    for start in range(0, len(items), limits.batch):
+        chunk, images = items[start:start + limits.batch], []
+        for item in chunk:
+            if not item.error:
+                try:
+                    images.append(load_image(item.source, draft_size=ds))
+                except ImageError as e:
+                    item.error = str(e)
+        preds = iter(classifier.predict_images(images))
+        shown = iter(images)
+        for item in chunk:
+            yield (item, "", None) if item.error else (item, thumbnail(next(shown)), next(preds))
+
+
+class CsvFolder:
+    """Where the download CSVs go: one temporary folder, emptied of files older than ``max_age_s`` on each run."""
+
+    def __init__(self, max_age_s: float = 3600):
+        self.root, self.max_age_s = Path(tempfile.mkdtemp(prefix="parkclf-many-")), max_age_s
+
+    def write(self, rows: list[dict]) -> str:
+        now = time.time()
+        for old in self.root.glob("*.csv"):
+            if now - old.stat().st_mtime > self.max_age_s:
+                old.unlink(missing_ok=True)
+        fd, path = tempfile.mkstemp(prefix="predictions-", suffix=".csv", dir=self.root)
+        with os.fdopen(fd, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])
+            w.writeheader()
+            w.writerows(rows)
+        return path
