@@ -209,7 +209,7 @@ class CsvTable(JsonlTable):
                 if len(record) != len(self.columns) or text[consumed - 1] != "\n":
                     break
                 whole = consumed
-        if "\n" in text[whole:]:
+        if len(list(csv.reader(io.StringIO(text[whole:], newline="")))) > 1:  # more than one torn row: not a kill
             raise UsageError(f"{self.path} has a row that is not one of this table's; fix or delete the file.")
         _truncate(self.path, len(text[:whole].encode("utf-8", "surrogateescape")))
 

@@ -128,7 +128,7 @@ def resolve(name_or_path: str) -> Path:
         raise UsageError(hub_message(name_or_path, e)) from None
 
 
-def hub_message(model_id: str, error: Exception) -> str:
+def hub_message(model_id: str, error: Exception, fix: str = "Pass a local folder instead") -> str:
     reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
     return (f"Could not load '{model_id}': it is not a local folder, and the Hugging Face Hub did not give it "
-            f"({reason}). Pass a local folder instead, or set HF_HUB_OFFLINE=1 with the model already in the cache.")
+            f"({reason}). {fix}, or set HF_HUB_OFFLINE=1 with the model already in the cache.")

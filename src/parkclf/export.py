@@ -63,6 +63,23 @@ class Relevance:
         return logits, (grad * kept["act"]).sum(-1)
 
 
+class _Quiet:
+    """The exporter and the quantiser log each rewrite and each tensor at INFO (the quantiser on the root logger):
+    hundreds of lines that say nothing to the person training. Warnings and errors still show."""
+
+    NAMES = ("", "onnx_ir", "onnxscript", "torch.onnx")
+
+    def __enter__(self):
+        self.levels = {n: logging.getLogger(n).level for n in self.NAMES}
+        for n in self.NAMES:
+            logging.getLogger(n).setLevel(logging.WARNING if n else logging.ERROR)
+        return self
+
+    def __exit__(self, *exc):
+        for n, level in self.levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
 def _export_forward(model, example, path: Path) -> None:
     import torch
 
@@ -75,7 +92,7 @@ def _export_relevance(model, real_ids: list[int], example, path: Path) -> None:
     import torch
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    traced = make_fx(Relevance(model, real_ids))(example)  # the forward and the backward as one graph of aten ops
+    traced = make_fx(Relevance(model, real_ids))(example).eval()  # the forward and the backward, one graph of aten ops
     torch.onnx.export(traced, (example,), str(path), input_names=["pixel_values"],
                       output_names=["logits", "relevance"], dynamo=True, external_data=False, verbose=False,
                       report=False)
@@ -218,11 +235,11 @@ def export(folder: str | Path, *, photos: list, model=None) -> dict:
     pv = _photos(photos, pre)
     example = torch.from_numpy(np.repeat(pv[:1], 2, axis=0))  # batch 2: torch.export specialises a size-1 dimension
     logger.info("exporting %s to %s (validated on %d photos)", folder, onnx_dir, len(pv))
-    _export_forward(model, example, onnx_dir / MODEL_FILES["fp32"])
-    _export_relevance(model, real_ids, example[:1], onnx_dir / EXPLAIN_FILES["fp32"])  # one photo at a time
-    for precision in ("int8",):
-        _quantize(onnx_dir / MODEL_FILES["fp32"], onnx_dir / MODEL_FILES[precision])
-        _quantize(onnx_dir / EXPLAIN_FILES["fp32"], onnx_dir / EXPLAIN_FILES[precision])
+    with _Quiet():
+        _export_forward(model, example, onnx_dir / MODEL_FILES["fp32"])
+        _export_relevance(model, real_ids, example[:1], onnx_dir / EXPLAIN_FILES["fp32"])  # one photo at a time
+        _quantize(onnx_dir / MODEL_FILES["fp32"], onnx_dir / MODEL_FILES["int8"])
+        _quantize(onnx_dir / EXPLAIN_FILES["fp32"], onnx_dir / EXPLAIN_FILES["int8"])
     graphs, notes = _validate(onnx_dir, model, real_ids, pv, _reference(model, pv), config, config["patch_size"])
     report = {"n_photos": len(pv), "files": sorted(graphs), "graphs": graphs, "notes": notes,
               "torch": torch.__version__}

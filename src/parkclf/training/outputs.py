@@ -84,7 +84,7 @@ def summary(out: Path, metrics: dict, exported: dict | None, args: TrainArgument
     if exported:
         served = "model_quantized.onnx" if "model_quantized.onnx" in exported["graphs"] else "model.onnx"
         lines.append(f"  onnx/: {', '.join(exported['files'])}; {served} (what the app serves) agrees with torch on "
-                     f"{exported['graphs'][served]['top1_agreement']:.1%} of {exported['n_photos']} test photos")
+                     f"{exported['graphs'][served]['top1_agreement']:.1%} of {exported['n_photos']} held-out photos")
     if args.push_to_hub:
         lines.append(f"  pushed to https://huggingface.co/{args.hub_model_id}")
     return "\n".join(lines)

@@ -143,8 +143,19 @@ def parse(argv: list[str] | None = None):
     return parser.parse_args_into_dataclasses(args=argv)
 
 
+def quiet_progress() -> None:
+    """No progress bars for the steps that take a blink (loading the folder, writing shards): in a log file each
+    is a line of noise. The Trainer's own bar stays."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+
+
 def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_progress()
     data_args, model_args, args = parse(argv)
     if args.soup > 1 and (model_args.freeze_backbone or args.calibrate_only):
         raise UsageError("--soup averages fully fine-tuned models; leave it out with --freeze-backbone or "

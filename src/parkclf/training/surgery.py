@@ -26,11 +26,17 @@ def preprocessor(processor) -> Preprocessor:
 
 def from_hub(load, name_or_path: str, **kw):
     """``load(name_or_path, **kw)`` (a transformers from_pretrained); an unreachable Hub or a missing folder becomes
-    one UsageError naming the model and the fix."""
+    one UsageError naming the model and the fix. huggingface_hub's warning for each retry is held back: the
+    error says it all."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
     try:
         return load(name_or_path, trust_remote_code=False, **kw)
     except OSError as e:
-        raise UsageError(hub_message(name_or_path, e)) from None
+        raise UsageError(hub_message(name_or_path, e, "Pass a local folder with --model-name-or-path")) from None
+    finally:
+        hub_logger.setLevel(level)
 
 
 def load_model(model_args: ModelArguments, labels: list[str]):
