@@ -63,6 +63,13 @@ def heic() -> bytes:
     return _save(_photo(128, 96), "HEIF", quality=80)
 
 
+def big_flat_png(w=10000, h=9999) -> bytes:
+    """A PNG just under 100 MP that compresses to a few hundred KB: cheap to send, 300 MB to decode."""
+    img = Image.new("RGB", (w, h), (90, 140, 60))
+    img.paste((200, 200, 180), (0, 0, w // 2, h // 3))
+    return _save(img, "PNG", compress_level=9)
+
+
 def cases() -> list[tuple[str, bytes, str, str]]:
     jpeg = _save(_photo(), "JPEG", quality=90)
     big = Image.fromarray(np.tile(np.linspace(0, 255, 9000, dtype=np.uint8), (6700, 1)), "L").convert("RGB")
@@ -76,6 +83,11 @@ def cases() -> list[tuple[str, bytes, str, str]]:
         ("html", b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>", "page.html", "refuse"),
         ("svg", b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10"/></svg>', "pic.svg", "refuse"),
         ("pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", "doc.pdf", "refuse"),
+        ("svg_script", b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.cookie)</script></svg>',
+         "pic.svg", "refuse"),
+        ("html_as_svg", b"<!doctype html><html><script>fetch('/x')</script></html>", "drawing.svg", "refuse"),
+        ("truncated_tiff", animated("TIFF")[:2000], "torn.tiff", "refuse"),
+        ("truncated_webp", _save(_photo(), "WEBP", quality=80)[:300], "torn.webp", "refuse"),
         ("decompression_bomb", bomb_png(), "bomb.png", "refuse"),
         ("jpeg_60mp", _save(big, "JPEG", quality=85), "huge.jpg", "ok"),
         ("one_pixel", _save(_photo(1, 1), "PNG"), "dot.png", "ok"),

@@ -54,3 +54,44 @@ class AppServer:
 
     def output(self) -> str:
         return self.log_path.read_text()
+
+
+class RawHTTP:
+    """Gradio's HTTP protocol spoken directly, as a script (or an attacker) would: upload, join the queue with an
+    event's fn_index, read the event stream. No gradio_client."""
+
+    def __init__(self, url: str):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=120)
+        self.config = self.http.get("/config").json()
+
+    def fn_index(self, fn_name: str) -> int:
+        """The event whose Python function is ``fn_name`` (the page's private events have no public api_name)."""
+        for i, d in enumerate(self.config["dependencies"]):
+            if d.get("api_name") == fn_name:
+                return d.get("id", i)
+        raise KeyError(f"no event {fn_name!r} in /config")
+
+    def upload(self, path) -> dict:
+        with open(path, "rb") as f:
+            server_path = self.http.post("/gradio_api/upload", files={"files": (os.path.basename(path), f)}).json()[0]
+        return {"path": server_path, "orig_name": os.path.basename(path), "meta": {"_type": "gradio.FileData"}}
+
+    def call(self, fn_name: str, data: list, session: str) -> tuple[bool, object]:
+        """(success, output data or the error message shown to the user)."""
+        import json
+
+        body = {"data": data, "fn_index": self.fn_index(fn_name), "session_hash": session, "event_data": None,
+                "trigger_id": None}
+        event = self.http.post("/gradio_api/queue/join", json=body)
+        event.raise_for_status()
+        with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:"):
+                    msg = json.loads(line[5:])
+                    if msg.get("msg") == "process_completed":
+                        out = msg.get("output") or {}
+                        return bool(msg.get("success")), out.get("data") if msg.get("success") else out.get("error")
+        raise RuntimeError("the event stream ended without process_completed")

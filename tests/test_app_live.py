@@ -1,15 +1,17 @@
 """Live tier: the real app.py on loopback, called through gradio_client as users do."""
 
 import threading
+import time
+import uuid
 
 import psutil
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from conftest import EMBEDDED, ROOT
-from hostile import cases
-from live import AppServer
+from conftest import EMBEDDED, ROOT, make_photo
+from hostile import big_flat_png, bomb_png, cases
+from live import AppServer, RawHTTP
 
 pytestmark = pytest.mark.live
 
@@ -123,3 +125,147 @@ def test_oversized_upload_is_refused_and_the_server_keeps_answering(client, tmp_
     with pytest.raises((AppError, ValueError), match="maximum file size"):
         client.predict(handle_file(str(big)), api_name="/predict")
     check_prediction(client.predict(handle_file(str(EXAMPLES / "seki-giant-sequoia-tree.jpg")), api_name="/predict"))
+
+
+class PeakRSS:
+    """Samples a process's RSS every 20 ms in a thread: the peak, not just the level after."""
+
+    def __init__(self, pid: int):
+        self.proc, self.peak, self.running = psutil.Process(pid), 0, True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while self.running:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(0.02)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.running = False
+        self.thread.join()
+
+
+def test_the_worst_allowed_request_keeps_memory_bounded(client, server, tmp_path):
+    """A 10000x9999 PNG (312 KB sent, 300 MB decoded) alone, two at once, and 16 of them in one /predict_batch:
+    each gets a label or a clean refusal, and the server's RSS stays within 1.5 GB of idle throughout."""
+    big = tmp_path / "big.png"
+    big.write_bytes(big_flat_png())
+    client.predict(handle_file(str(EXAMPLES / "seki-giant-sequoia-tree.jpg")), api_name="/predict")
+    idle = psutil.Process(server.proc.pid).memory_info().rss
+    with PeakRSS(server.proc.pid) as rss:
+        check_prediction(client.predict(handle_file(str(big)), api_name="/predict"))
+        with pytest.raises(AppError, match="megapixels; one request may hold at most"):
+            client.predict([handle_file(str(big))] * 16, api_name="/predict_batch")
+        results = []
+        pair = [threading.Thread(target=lambda: results.append(
+            Client(server.url, verbose=False).predict(handle_file(str(big)), api_name="/predict"))) for _ in range(2)]
+        for t in pair:
+            t.start()
+        for t in pair:
+            t.join(300)
+        assert len(results) == 2
+        for d in results:
+            check_prediction(d)
+    growth = (rss.peak - idle) / 2**20
+    print(f"\nidle RSS {idle / 2**20:.0f} MB, peak {rss.peak / 2**20:.0f} MB: +{growth:.0f} MB over the worst requests")
+    assert growth < 1536, f"server RSS peaked {growth:.0f} MB above idle"
+
+
+def test_an_unknown_endpoint_gets_a_404_and_one_log_line(server):
+    import httpx
+
+    before = server.output().count("\n")
+    for _ in range(3):
+        r = httpx.post(server.url + "gradio_api/queue/join", json={"fn_index": 999, "session_hash": "x", "data": []})
+        assert r.status_code == 404
+        r = httpx.post(server.url + "gradio_api/call/no_such_api", json={"data": []})
+        assert r.status_code == 404
+    time.sleep(0.5)
+    new = server.output().split("\n")[before:]
+    assert "Traceback" not in "\n".join(new)
+    assert sum("unknown endpoint" in line for line in new) == 6 and len([ln for ln in new if ln.strip()]) <= 8, new
+
+
+def test_served_files_carry_nosniff(server):
+    import httpx
+
+    raw = RawHTTP(server.url)
+    photo = raw.upload(EXAMPLES / "seki-giant-sequoia-tree.jpg")
+    r = httpx.get(server.url + "gradio_api/file=" + photo["path"])
+    assert r.status_code == 200 and r.headers["x-content-type-options"] == "nosniff"
+    assert httpx.get(server.url).headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_upload_cache_expires(tmp_path):
+    """30 distinct files sent to /gradio_api/upload and never used by any event are deleted once they are older
+    than the cache's age (CACHE_EXPIRY=frequency,age in seconds; a Space keeps the default, 10 and 30 minutes)."""
+    cache = tmp_path / "cache"
+    srv = AppServer(env={"GRADIO_TEMP_DIR": str(cache), "CACHE_EXPIRY": "2,4"})
+    try:
+        srv.wait()
+        raw = RawHTTP(srv.url)
+        for i in range(30):
+            make_photo((40, 120, 200), seed=i).save(tmp_path / f"{i}.png")
+            raw.upload(tmp_path / f"{i}.png")
+        uploaded = [p for p in cache.rglob("*.png")]
+        assert len(uploaded) >= 30
+        time.sleep(9)
+        left = [p for p in uploaded if p.exists()]
+        assert not left, f"{len(left)} uploads still cached"
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def feedback_server(tmp_path_factory):
+    if not EMBEDDED.exists():
+        pytest.skip(f"the embedded model {EMBEDDED} is missing")
+    folder = tmp_path_factory.mktemp("feedback-raw")
+    srv = AppServer(env={"FEEDBACK_DIR": str(folder), "FEEDBACK_MAX_FILES": "2"})
+    srv.wait()
+    yield srv, folder
+    srv.stop()
+
+
+def classify_then_correct(raw: RawHTTP, path, session: str, right="yosemite", classify=True):
+    photo = raw.upload(path)
+    if classify:
+        raw.call("classify", [photo, False], session)
+    return raw.call("save", [photo, right, None], session)
+
+
+def test_feedback_refusals_over_raw_http(feedback_server, tmp_path):
+    """A private event is no access control: the correction event called straight through /gradio_api/queue/join
+    refuses every bad submission with a message, and the folder cap holds."""
+    srv, folder = feedback_server
+    raw = RawHTTP(srv.url)
+    by_name = {c[0]: c for c in cases()}
+    for name in ("text_as_jpg", "svg_script", "html_as_svg", "truncated_jpeg"):
+        _, data, filename, _ = by_name[name]
+        (tmp_path / filename).write_bytes(data)
+        ok, message = classify_then_correct(raw, tmp_path / filename, uuid.uuid4().hex)
+        assert not ok and message, (name, message)
+    (tmp_path / "bomb.png").write_bytes(bomb_png())
+    ok, message = classify_then_correct(raw, tmp_path / "bomb.png", uuid.uuid4().hex)
+    assert not ok and "megapixels" in message  # oversized: refused from its header
+    photo = tmp_path / "p.jpg"
+    make_photo((60, 120, 60), size=(400, 300), seed=1).save(photo)
+    ok, message = classify_then_correct(raw, photo, uuid.uuid4().hex, classify=False)
+    assert not ok and "Classify this photo first" in message  # never classified by this session
+    session = uuid.uuid4().hex
+    assert classify_then_correct(raw, photo, session)[0]
+    ok, message = classify_then_correct(raw, photo, session)
+    assert not ok and "already have a correction" in message  # duplicate
+    second = tmp_path / "q.jpg"
+    make_photo((60, 120, 60), size=(400, 300), seed=2).save(second)
+    assert classify_then_correct(raw, second, session)[0]
+    third = tmp_path / "r.jpg"
+    make_photo((60, 120, 60), size=(400, 300), seed=3).save(third)
+    ok, message = classify_then_correct(raw, third, session)
+    assert not ok and "folder is full" in message  # FEEDBACK_MAX_FILES=2
+    saved = list(folder.rglob("*.jpg"))
+    assert len(saved) == 2 and all(p.read_bytes()[:3] == b"\xff\xd8\xff" for p in saved)  # re-encoded JPEGs only
+    assert not [p for p in folder.rglob("*") if p.is_file() and p.suffix not in {".jpg", ".csv"}]

@@ -136,6 +136,9 @@ def test_a_vanished_file_or_a_folder_is_a_row_with_its_reason_not_a_crash(model,
     (tmp_path / "x.jpg").mkdir()
     pixels, error = batch.decode(str(tmp_path / "x.jpg"), pre, 48)
     assert pixels is None and error
+    torn_tiff = [data for name, data, _, _ in cases() if name == "multipage_tiff"][0][:2000]
+    pixels, error = batch.decode(torn_tiff, pre, 48)  # load_image itself raises TypeError on this one
+    assert pixels is None and "could not be decoded" in error
     # a folder named like a photo, inside the library, is searched rather than read
     make_photo(COLOURS["red"]).save(tmp_path / "x.jpg" / "inside.jpg")
     predict(tmp_path / "x.jpg", "--model", model, "--output", tmp_path / "out.csv")
@@ -259,14 +262,18 @@ def test_two_accelerate_processes_give_the_rows_of_one_and_resume_alike(model, t
     (photos / "red" / "zero.jpg").write_bytes(b"")
     args = [photos, "--model", model, "--batch-size", 4]
     one = subprocess.run([sys.executable, "-m", "parkclf", "predict", *map(str, args), "--output",
-                          str(tmp_path / "one.jsonl")], env=ENV, capture_output=True, text=True, timeout=300)
+                          str(tmp_path / "one.jsonl"), "--sort-into", str(tmp_path / "sorted-one")],
+                         env=ENV, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
     want = read_rows(tmp_path / "one.jsonl")
-    two = launch_two([*args, "--output", tmp_path / "two.jsonl"], free_port())
+    two = launch_two([*args, "--output", tmp_path / "two.jsonl", "--sort-into", tmp_path / "sorted-two"], free_port())
     assert two.returncode == 0, two.stderr[-4000:]
     assert "23 photos (23 predicted now" in two.stdout and two.stdout.count("predicted now") == 1
     assert_same_rows(read_rows(tmp_path / "two.jsonl"), want)  # in input order, not only the same set
     assert not (tmp_path / "two.jsonl.parts").exists()
+    trees = [sorted(str(p.relative_to(d)) for p in d.rglob("*.jpg")) for d in (tmp_path / "sorted-one",
+                                                                               tmp_path / "sorted-two")]
+    assert len(trees[0]) == 23 and trees[0] == trees[1]
 
     # as if both processes were killed: 5 rows in the output, 3 more in a shard, one of them torn
     lines = (tmp_path / "two.jsonl").read_text().splitlines(keepends=True)

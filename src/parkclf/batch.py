@@ -22,6 +22,7 @@ import csv
 import filecmp
 import glob
 import io
+import itertools
 import json
 import logging
 import os
@@ -153,8 +154,9 @@ def _check_columns(path: Path, found: list[str], expected: list[str]) -> None:
 def _typed(record: list[str], cols: list[str]) -> dict:
     """A CSV record read back with the types the other formats keep."""
     row = dict(zip(cols, record, strict=True))
-    for c in cols[2:-2]:
-        row[c] = float(row[c]) if row[c] else None
+    for c in cols:
+        if c.startswith("confidence_"):
+            row[c] = float(row[c]) if row[c] else None
     row["abstained"] = row["abstained"] == "True"
     return row
 
@@ -274,11 +276,15 @@ def _pyarrow():
 TABLES = {".csv": CsvTable, ".jsonl": JsonlTable, ".parquet": ParquetTable}
 
 
-def open_table(path: Path, labels: list[str]):
+def table_class(path: Path):
     if path.suffix.lower() not in TABLES:
         raise UsageError(f"--output {path}: the extension picks the format; end it in .csv, .jsonl or .parquet.")
+    return TABLES[path.suffix.lower()]
+
+
+def open_table(path: Path, labels: list[str]):
     path.parent.mkdir(parents=True, exist_ok=True)
-    return TABLES[path.suffix.lower()](path, columns(labels))
+    return table_class(path)(path, columns(labels))
 
 
 def shard_dir(output: Path) -> Path:
@@ -347,6 +353,10 @@ def decode(source: ImageSource, pre: Preprocessor, draft: int) -> tuple[np.ndarr
         return None, "The file is gone (moved or deleted after the run listed it)."
     except OSError as e:
         return None, f"The file could not be read ({type(e).__name__}: {e.strerror or e}); check its permissions."
+    except Exception as e:  # a decoder's own bug (a torn multi-page TIFF raises TypeError): one photo must not stop
+        # a library, and the rerun would stop at the same photo again
+        logger.warning("%s while decoding a photo; it gets a row with the error", type(e).__name__, exc_info=True)
+        return None, f"The image could not be decoded ({type(e).__name__})."
 
 
 def batch_rows(clf: Classifier, keys: list[str], decoded: list[tuple[np.ndarray | None, str]]) -> list[dict]:
@@ -400,28 +410,42 @@ def _same(dest: Path, source: ImageSource) -> bool:
         return False
 
 
-def sort_into(root: Path, row: dict, source: ImageSource, name: str, *, copy: bool) -> None:
-    """Link (or copy) the photo into root/<label>/, root/unsure/ or root/unreadable/; name-1.jpg on a clash."""
-    folder = root / (UNREADABLE if row["error"] else UNSURE if row["abstained"] else row["label"])
-    folder.mkdir(parents=True, exist_ok=True)
-    if isinstance(source, bytes) and not Path(name).suffix:
-        name += _extension(source)
-    stem, suffix = Path(name).stem, Path(name).suffix
-    n, dest = 0, folder / name
-    while dest.exists() or dest.is_symlink():
-        if _same(dest, source):
-            return
-        n, dest = n + 1, folder / f"{stem}-{n + 1}{suffix}"
+def _place(dest: Path, source: ImageSource, copy: bool) -> None:
+    """Create dest, or raise FileExistsError: never replace a photo that another process has just put there."""
+    if isinstance(source, str) and not copy:
+        dest.symlink_to(os.path.abspath(source))
+        return
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")  # whole before it gets its name: a kill leaves no half
     try:
-        if isinstance(source, str) and not copy:
-            dest.symlink_to(os.path.abspath(source))
-            return
-        tmp = dest.with_name(f".{dest.name}.part")  # renamed once whole: a kill never leaves half a photo
         if isinstance(source, bytes):
             tmp.write_bytes(source)
         else:
             shutil.copy2(source, tmp)
-        os.replace(tmp, dest)
+        try:
+            os.link(tmp, dest)  # unlike a rename, fails when dest exists
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links on this drive (FAT, exFAT, some shares): a rename will do
+            os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def sort_into(root: Path, row: dict, source: ImageSource, name: str, *, copy: bool) -> None:
+    """Link (or copy) the photo into root/<label>/, root/unsure/ or root/unreadable/; name-1.jpg on a clash."""
+    folder = root / (UNREADABLE if row["error"] else UNSURE if row["abstained"] else row["label"])
+    if isinstance(source, bytes) and not Path(name).suffix:
+        name += _extension(source)
+    stem, suffix = Path(name).stem, Path(name).suffix
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count():
+            dest = folder / (f"{stem}-{n}{suffix}" if n else name)
+            if _same(dest, source):
+                return
+            with contextlib.suppress(FileExistsError):  # taken: by another photo of that name, or just now
+                _place(dest, source, copy)
+                return
     except OSError as e:  # a photo that vanished or is a folder still has its row; only its copy is missing
         logger.warning("could not place %s in %s: %s", row["path"], folder, e)
 
@@ -480,8 +504,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UsageError(f"--batch-size {args.batch_size}: give at least 1.")
     if args.copy and not args.sort_into:
         raise UsageError("--copy only applies with --sort-into DIR.")
-    if args.output.suffix.lower() not in TABLES:  # before the model loads, not after
-        raise UsageError(f"--output {args.output}: the extension picks the format; end it in .csv, .jsonl or .parquet.")
+    table_class(args.output)  # a bad extension is refused before the model loads, not after
     return args
 
 

@@ -57,3 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The console script."""
     raise SystemExit(main())
+
+
+if __name__ == "__main__":  # python -m parkclf.cli (python -m parkclf works too)
+    run()

@@ -38,7 +38,10 @@ def has_onnx(folder: str | Path) -> bool:
 
 
 def cpu_threads() -> int:
-    """Cores this process may use (a Space's cgroup or taskset can give fewer than the machine has)."""
+    """Cores this process may use: OMP_NUM_THREADS when set (several processes sharing a machine), else what the
+    affinity mask allows (a Space's cgroup or taskset can give fewer than the machine has)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -76,7 +79,13 @@ class OnnxEngine:
         return self._ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
     def logits(self, pixel_values: np.ndarray) -> np.ndarray:
-        return self.session.run(["logits"], {"pixel_values": np.ascontiguousarray(pixel_values, np.float32)})[0]
+        x = np.ascontiguousarray(pixel_values, np.float32)
+        if self.precision == "int8":
+            # Dynamic quantisation scales each activation by its range over the whole batch, so a photo's answer
+            # would depend on its batch-mates (logits moved by up to 0.16 between batch 1 and 16). One at a time,
+            # /predict, /predict_batch and `parkclf predict` give every photo the same answer.
+            return np.concatenate([self.session.run(["logits"], {"pixel_values": x[i:i + 1]})[0] for i in range(len(x))])
+        return self.session.run(["logits"], {"pixel_values": x})[0]
 
     def relevance(self, pixel_values: np.ndarray, real_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         from .explain import heat_from_tokens

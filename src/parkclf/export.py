@@ -143,7 +143,8 @@ def _photos(sources: list, pre: Preprocessor) -> np.ndarray:
     return np.concatenate(arrays)
 
 
-def _run(session, pixel_values: np.ndarray, outputs: list[str], batch: int = 8) -> list[np.ndarray]:
+def _run(session, pixel_values: np.ndarray, outputs: list[str], batch: int = 1) -> list[np.ndarray]:
+    # one photo at a time, as the engine runs the int8 graph (its activation scales span the batch)
     parts = [session.run(outputs, {"pixel_values": pixel_values[i:i + batch]}) for i in range(0, len(pixel_values), batch)]
     return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
 

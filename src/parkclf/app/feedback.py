@@ -3,7 +3,7 @@
 A public link means strangers write into this folder, so nothing they send is stored as sent: the upload is
 decoded by :func:`parkclf.images.load_image` (what it refuses is refused) and saved as a fresh JPEG of at most
 1024 px. A correction is taken only for a photo this session had classified, once per photo, at a limited rate
-per session and overall, and only while the folder is under its caps on files and bytes.
+per session and overall (attempts count, refused ones too), and only while the folder is under its caps.
 """
 
 from __future__ import annotations
@@ -99,28 +99,26 @@ class FeedbackStore:
         return buf.getvalue()
 
     def save(self, path: str, label: str, predicted: str | None, *, session: str) -> Path:
-        """Store one correction; raises FeedbackError (a sentence for the page) when it is refused."""
+        """Store one correction; raises FeedbackError (a sentence for the page) when it is refused. Every attempt
+        counts towards the rate limits, refused ones included: each costs a decode."""
         if label not in self.labels:
             raise FeedbackError(f"Choose one of {', '.join(self.labels)} as the right class.")
+        with self._lock:
+            now = time.monotonic()
+            self._check_rate(session, now)
+            self._times[session].append(now)
+            self._all_times.append(now)
+        data = self._encode(path)  # what the loader refuses (not an image, torn, too big) is refused here, outside the lock
         photo = digest(path)
         with self._lock:
             if photo not in self._classified.get(session, ()):
                 raise FeedbackError("Classify this photo first, then tell us the right answer.")
             if photo in self._known:
                 raise FeedbackError("We already have a correction for this photo. Thank you!")
-            self._check_rate(session, time.monotonic())
-        data = self._encode(path)  # outside the lock: decoding takes a while
-        with self._lock:
-            if photo in self._known:
-                raise FeedbackError("We already have a correction for this photo. Thank you!")
             if self.files + 1 > self.limits.max_files or self.bytes + len(data) > self.limits.max_bytes:
                 raise FeedbackError("Thank you! The feedback folder is full, so corrections are not being saved "
                                     "right now.")
-            dest = self._write(data, label, predicted, photo)
-            now = time.monotonic()
-            self._times[session].append(now)
-            self._all_times.append(now)
-        return dest
+            return self._write(data, label, predicted, photo)
 
     def _write(self, data: bytes, label: str, predicted: str | None, photo: str) -> Path:
         dest = self.root / label / f"{uuid.uuid4().hex}.jpg"

@@ -39,6 +39,17 @@ def feedback_limits():
                           max_bytes=int(float(os.environ.get("FEEDBACK_MAX_MB", base.max_bytes / 2**20)) * 2**20))
 
 
+def cache_expiry() -> tuple[int, int]:
+    """CACHE_EXPIRY="frequency,age" in seconds: how often Gradio sweeps its upload cache, and what age goes."""
+    from .ui import AppOptions
+
+    value = os.environ.get("CACHE_EXPIRY")
+    if not value:
+        return AppOptions().delete_cache
+    frequency, age = (int(v) for v in value.split(","))
+    return frequency, age
+
+
 def create_demo(model: str, *, examples_dir: Path | None = None, feedback_dir: str | None = None):
     t = time.perf_counter()
     classifier = Classifier.from_pretrained(model)
@@ -50,7 +61,7 @@ def create_demo(model: str, *, examples_dir: Path | None = None, feedback_dir: s
     options = AppOptions(examples=load_examples(examples_dir) if examples_dir else [],
                          about=about_markdown(local, classifier, Path(model).name if local else model),
                          feedback_dir=feedback_dir, feedback_limits=feedback_limits(),
-                         web_url=os.environ.get("WEB_URL"))
+                         web_url=os.environ.get("WEB_URL"), delete_cache=cache_expiry())
     return build_demo(classifier, options)
 
 
