@@ -15,8 +15,8 @@ class RecordingApi:
 
     calls: list = []
 
-    def __init__(self, *a, **kw):
-        RecordingApi.calls = []
+    def __init__(self, *a, **kw):  # the fixture empties `calls`: one list across every HfApi() of a test
+        pass
 
     def create_repo(self, repo_id, **kw):
         self.calls.append(("create_repo", repo_id, kw))
@@ -28,10 +28,15 @@ class RecordingApi:
     def add_space_variable(self, repo_id, key, value):
         self.calls.append(("add_space_variable", repo_id, {key: value}))
 
+    def create_commit(self, **kw):
+        self.calls.append(("create_commit", kw["repo_id"], kw))
+        return "https://huggingface.co/spaces/" + kw["repo_id"]
+
 
 @pytest.fixture
 def api(monkeypatch):
     monkeypatch.setattr(hub, "HfApi", RecordingApi)
+    RecordingApi.calls = []
     return RecordingApi
 
 
@@ -72,3 +77,55 @@ def test_deploy_cli(api, monkeypatch, tmp_path):
 
     deploy.main(["--space", "me/app", "--model-id", "me/m", "--root", str(tmp_path)])
     assert [c[0] for c in api.calls] == ["create_repo", "add_space_variable", "upload_folder"]
+
+
+def fake_site(tmp_path):
+    """A web/ folder with the page and its runtime files, and a checkpoint with its int8 export."""
+    from parkclf.publish import web
+
+    site, model = tmp_path / "web", tmp_path / "model"
+    for name in web.PAGE + web.RUNTIME:
+        (site / name).parent.mkdir(parents=True, exist_ok=True)
+        (site / name).write_text(name)
+    for name in web.MODEL:
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        (model / name).write_text(name)
+    (model / "config.json").write_text('{"title": "Parks"}')
+    return site, model
+
+
+def test_the_in_browser_page_deploys_as_a_static_space_in_one_commit(api, tmp_path):
+    from parkclf.publish import web
+
+    site, model = fake_site(tmp_path)
+    hub.deploy_static("me/parks-web", model, web_dir=site, title="Parks")
+    (create, commit) = api.calls
+    assert create[2]["repo_type"] == "space" and create[2]["space_sdk"] == "static"
+    ops = {op.path_in_repo: op for op in commit[2]["operations"]}
+    assert set(ops) == {*web.PAGE, *web.RUNTIME, *(f"model/{n}" for n in web.MODEL), "README.md"}
+    assert b"sdk: static" in ops["README.md"].path_or_fileobj and b"app_file: index.html" in ops["README.md"].path_or_fileobj
+    assert not [n for n in ops if n.startswith("node_modules/") and n not in web.RUNTIME]  # only what the page loads
+
+
+def test_a_static_space_without_npm_packages_or_an_export_names_the_fix(api, tmp_path):
+    site, model = fake_site(tmp_path)
+    (model / "onnx" / "model_quantized.onnx").unlink()
+    with pytest.raises(UsageError, match="parkclf export"):
+        hub.deploy_static("me/parks-web", model, web_dir=site)
+    import shutil
+
+    shutil.rmtree(site / "node_modules")
+    with pytest.raises(UsageError, match="npm ci"):
+        hub.deploy_static("me/parks-web", model, web_dir=site)
+    assert api.calls == []  # refused before anything reached the Hub
+
+
+def test_deploying_both_points_the_app_at_the_static_page(api, tmp_path):
+    from parkclf.publish import deploy
+
+    site, model = fake_site(tmp_path)
+    deploy.main(["--space", "me/app", "--static-space", "me/web", "--model-dir", str(model), "--web-dir", str(site),
+                 "--root", str(tmp_path)])
+    kinds = [c[0] for c in api.calls]
+    assert kinds == ["create_repo", "create_commit", "create_repo", "add_space_variable", "upload_folder"]
+    assert api.calls[3][2] == {"WEB_URL": "https://huggingface.co/spaces/me/web"}

@@ -33,8 +33,9 @@ class Prediction:
 
 
 class Classifier:
-    def __init__(self, engine: Engine, preprocessor: Preprocessor, config: dict):
+    def __init__(self, engine: Engine, preprocessor: Preprocessor, config: dict, folder: Path | None = None):
         self.engine = engine
+        self.folder = folder  # the checkpoint on disk (a Hub id's cached snapshot), when loaded from one
         self.preprocessor = preprocessor
         # transformers leaves id2label out of config.json when it is its default (LABEL_0, LABEL_1)
         default = {i: f"LABEL_{i}" for i in range(config.get("num_labels", 2))}
@@ -53,7 +54,7 @@ class Classifier:
         folder = resolve(name_or_path)
         config = json.loads((folder / "config.json").read_text())
         return cls(load_engine(folder, engine=engine, patch_size=config.get("patch_size", 16)),
-                   Preprocessor.from_pretrained(folder), config)
+                   Preprocessor.from_pretrained(folder), config, folder)
 
     @classmethod
     def from_model(cls, model, preprocessor: Preprocessor, **kw) -> Classifier:

@@ -220,9 +220,10 @@ def _validate(onnx_dir: Path, model, real_ids, pv, ref, config, patch: int) -> t
     return graphs, notes
 
 
-def export(folder: str | Path, *, photos: list, model=None) -> dict:
+def export(folder: str | Path, *, photos: list, model=None, int8_only: bool = False) -> dict:
     """Write ``folder/onnx/`` from the checkpoint in ``folder`` (or ``model``, its weights in memory), validated
-    on ``photos`` (paths or bytes). Returns what export.json holds."""
+    on ``photos`` (paths or bytes). ``int8_only``: where the int8 graphs pass, remove the fp32 ones (a quarter of
+    the size to ship; transformers.js and the app use the int8 ones anyway). Returns what export.json holds."""
     import torch
 
     folder = Path(folder)
@@ -242,8 +243,14 @@ def export(folder: str | Path, *, photos: list, model=None) -> dict:
         _quantize(onnx_dir / MODEL_FILES["fp32"], onnx_dir / MODEL_FILES["int8"])
         _quantize(onnx_dir / EXPLAIN_FILES["fp32"], onnx_dir / EXPLAIN_FILES["int8"])
     graphs, notes = _validate(onnx_dir, model, real_ids, pv, _reference(model, pv), config, config["patch_size"])
-    report = {"n_photos": len(pv), "files": sorted(graphs), "graphs": graphs, "notes": notes,
-              "torch": torch.__version__}
+    files = sorted(graphs)
+    if int8_only and {MODEL_FILES["int8"], EXPLAIN_FILES["int8"]} <= set(graphs):
+        for name in (MODEL_FILES["fp32"], EXPLAIN_FILES["fp32"]):
+            (onnx_dir / name).unlink()
+            files.remove(name)
+        notes.append("The fp32 graphs were validated (rows above) and then left out, to ship a quarter of the size "
+                     "(`--int8-only`); `parkclf export` writes them again.")
+    report = {"n_photos": len(pv), "files": files, "graphs": graphs, "notes": notes, "torch": torch.__version__}
     (onnx_dir / "export.json").write_text(json.dumps(report, indent=2))
     for name, row in graphs.items():
         logger.info("%s: top-1 agreement %.4f, abstain agreement %.4f, largest probability difference %.4f",
@@ -258,11 +265,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--photos", nargs="+", required=True,
                    help="photo files or folders to validate each graph on (the test split, or any real photos)")
     p.add_argument("--output-dir", help="with a Hub id: where to copy the model first (default: its repo name)")
+    p.add_argument("--int8-only", action="store_true",
+                   help="keep only the int8 graphs where they pass (the fp32 ones are validated, then removed)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the folder, onnx/ included, to this model repo")
     a = p.parse_args(argv)
     folder = _local_copy(a.model, a.output_dir)
     files = [f for src in a.photos for f in (image_files(src) if Path(src).is_dir() else [src])]
-    report = export(folder, photos=files)
+    report = export(folder, photos=files, int8_only=a.int8_only)
     from .publish import card
 
     card.refresh_export(folder, report)

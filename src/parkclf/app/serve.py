@@ -1,4 +1,8 @@
-"""``parkclf serve`` (and app.py): load the checkpoint once, warm it up, build the page, launch with safe settings."""
+"""``parkclf serve`` (and app.py): load the checkpoint once, warm it up, build the page, launch with safe settings.
+
+Settings a Space sets as variables: MODEL_ID, FEEDBACK_DIR (+ FEEDBACK_MAX_FILES, FEEDBACK_MAX_MB), CACHE_EXPIRY,
+WEB_URL, GRADIO_SHARE; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are read by Gradio itself.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,11 @@ from ..images import MAX_BYTES
 
 logger = logging.getLogger(__name__)
 
-# Two requests in flight keep both cores busy (one decodes while the other runs the model); more
-# would only queue inside torch's two threads. Measured (README): a lock allowing one forward at a time
-# changed nothing under eight clients, whose own CPU use on the same cores is the limit there.
+# Two requests in flight keep both cores busy (one decodes while the other runs the model); more would only queue
+# inside the runtime's threads (docs/results.md: a one-forward-at-a-time lock changed nothing under eight clients).
 CONCURRENCY = 2
+ROOT = Path(__file__).resolve().parents[3]  # the project folder (a Space's clone, or this checkout)
+EMBEDDED_MODEL = ROOT / "models" / "parks-vit-small"
 
 
 def load_examples(folder: Path) -> list:
@@ -27,7 +32,8 @@ def load_examples(folder: Path) -> list:
     if not credits.exists():
         return []
     with credits.open(newline="") as f:
-        return [Example(str(folder / r["file"]), f"{pretty(r['park'])} — {r['credit']}") for r in csv.DictReader(f, delimiter="\t")]
+        return [Example(str(folder / r["file"]), f"{pretty(r['park'])} — {r['credit']}")
+                for r in csv.DictReader(f, delimiter="\t")]
 
 
 def feedback_limits():
@@ -50,37 +56,39 @@ def cache_expiry() -> tuple[int, int]:
     return frequency, age
 
 
-def create_demo(model: str, *, examples_dir: Path | None = None, feedback_dir: str | None = None):
+def load(model: str) -> Classifier:
     t = time.perf_counter()
     classifier = Classifier.from_pretrained(model)
     classifier.warm_up()
     logger.info("model %s loaded on %s and warmed up in %.1fs", model, classifier.engine.name, time.perf_counter() - t)
+    return classifier
+
+
+def create_demo(classifier: Classifier, model: str, *, examples_dir: Path | None = None,
+                feedback_dir: str | None = None, web_url: str | None = None):
     from .ui import AppOptions, about_markdown, build_demo
 
     local = model if Path(model).is_dir() else None
     options = AppOptions(examples=load_examples(examples_dir) if examples_dir else [],
                          about=about_markdown(local, classifier, Path(model).name if local else model),
-                         feedback_dir=feedback_dir, feedback_limits=feedback_limits(),
-                         web_url=os.environ.get("WEB_URL"), delete_cache=cache_expiry())
+                         feedback_dir=feedback_dir, feedback_limits=feedback_limits(), web_url=web_url,
+                         delete_cache=cache_expiry())
     return build_demo(classifier, options)
 
 
-def launch(demo, *, share: bool = False, feedback_dir: str | None = None, **kw):
+def launch(demo, *, share: bool = False, feedback_dir: str | None = None, routes: list | None = None, **kw):
     from .hardening import app_kwargs
 
-    # GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are read by launch() itself when not passed here.
     # api_open=False: every call goes through the queue and its concurrency limit (no /run shortcut).
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64, api_open=False)
     return demo.launch(share=share, max_file_size=MAX_BYTES, show_error=False, mcp_server=True,
                        allowed_paths=[], blocked_paths=[feedback_dir] if feedback_dir else None,
-                       app_kwargs=app_kwargs(), **kw)
-
-
-ROOT = Path(__file__).resolve().parents[3]  # the project folder (a Space's clone, or this checkout)
-EMBEDDED_MODEL = ROOT / "models" / "parks-vit-small"
+                       app_kwargs={**app_kwargs(), "routes": routes or []}, **kw)
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ..publish import web
+
     parser = argparse.ArgumentParser(prog="parkclf serve", description="Serve a checkpoint as the Gradio app.")
     parser.add_argument("--model", default=os.environ.get("MODEL_ID") or str(EMBEDDED_MODEL),
                         help="Hub model id or local folder (default: $MODEL_ID, else the embedded model)")
@@ -89,5 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--feedback-dir", default=os.environ.get("FEEDBACK_DIR"),
                         help="Save user corrections here (off unless set)")
     args = parser.parse_args(argv)
-    demo = create_demo(args.model, examples_dir=ROOT / "examples", feedback_dir=args.feedback_dir)
-    launch(demo, share=args.share, feedback_dir=args.feedback_dir)
+    classifier = load(args.model)
+    # The in-browser page is served beside the app when its npm packages are installed (web/node_modules) and the
+    # checkpoint has its int8 export; else WEB_URL may point at a static Space that publishes it.
+    routes = [web.mount(classifier.folder)] if web.available(classifier.folder) else []
+    demo = create_demo(classifier, args.model, examples_dir=ROOT / "examples", feedback_dir=args.feedback_dir,
+                       web_url=os.environ.get("WEB_URL") or ("/web/" if routes else None))
+    launch(demo, share=args.share, feedback_dir=args.feedback_dir, routes=routes)

@@ -175,14 +175,15 @@ def main(argv: list[str] | None = None) -> None:
     """Re-render a trained folder's card from its metrics.json, data_report.json and onnx/export.json (e.g. after
     editing notes).
 
-        parkclf card models/parks-vit-small --card-notes docs/parks-card-notes.md
+        parkclf card models/parks-vit-small --card-notes models/parks-vit-small/card_notes.md
     """
     import argparse
     import json
 
     p = argparse.ArgumentParser(prog="parkclf card", description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder")
-    p.add_argument("--card-notes", help="markdown added to the training-data section")
+    p.add_argument("--card-notes", help="markdown added to the training-data section (kept as FOLDER/card_notes.md; "
+                                        "without it, that file is used)")
     p.add_argument("--base-model", help="Hub id of the base model (default: the one in metrics.json)")
     p.add_argument("--license", default="apache-2.0")
     p.add_argument("--hub-model-id")
@@ -193,8 +194,20 @@ def main(argv: list[str] | None = None) -> None:
     exported = out / "onnx" / "export.json"
     write(out, metrics=metrics, report=json.loads((out / "data_report.json").read_text()),
           base_model=a.base_model or metrics["base_model"], dataset=None, license=a.license,
-          hub_model_id=a.hub_model_id, provenance=Path(a.card_notes).read_text() if a.card_notes else "",
+          hub_model_id=a.hub_model_id, provenance=keep_notes(out, a.card_notes),
           title=config.get("title"), export=json.loads(exported.read_text()) if exported.exists() else None)
+
+
+NOTES = "card_notes.md"
+
+
+def keep_notes(folder: Path, notes: str | None) -> str:
+    """The card's own notes (provenance, licences): copied into the folder as card_notes.md, so that every later
+    re-render (``parkclf card``, ``parkclf export``) and the Hub repo keep them. Returns their text."""
+    kept = Path(folder) / NOTES
+    if notes and Path(notes).resolve() != kept.resolve():
+        kept.write_text(Path(notes).read_text())
+    return kept.read_text() if kept.exists() else ""
 
 
 def refresh_export(folder: Path, export: dict) -> None:
@@ -205,7 +218,6 @@ def refresh_export(folder: Path, export: dict) -> None:
 
         metrics = json.loads((folder / "metrics.json").read_text())
         config = json.loads((folder / "config.json").read_text())
-        notes = folder / "card_notes.md"
         write(folder, metrics=metrics, report=json.loads((folder / "data_report.json").read_text()),
               base_model=metrics["base_model"], dataset=None, license="apache-2.0", hub_model_id=None,
-              title=config.get("title"), export=export, provenance=notes.read_text() if notes.exists() else "")
+              title=config.get("title"), export=export, provenance=keep_notes(folder, None))

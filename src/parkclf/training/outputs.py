@@ -60,7 +60,7 @@ def save(out: Path, model, processor, metrics: dict, report: dict, data_args: Da
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         card.write(out, metrics=metrics, report=report, base_model=metrics["base_model"], title=model.config.title,
                    dataset=data_args.dataset, license=args.license, hub_model_id=args.hub_model_id,
-                   provenance=Path(args.card_notes).read_text() if args.card_notes else "", export=exported)
+                   provenance=card.keep_notes(out, args.card_notes), export=exported)
     except OSError as e:  # disk full or folder removed mid-run: say so; the checkpoints stay for a rerun
         raise UsageError(f"Could not write the model to {out} ({e.strerror or e}); free some space or choose "
                          "another --output-dir, then rerun the same command (it resumes).") from None
