@@ -14,10 +14,21 @@ def test_serving_benchmark_smoke():
     r = subprocess.run([sys.executable, "benchmarks/serving.py", "--smoke"], cwd=ROOT, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "| path | naive | ours | speed-up |" in r.stdout
+    assert "| measure | naive | torch | onnx | onnx vs torch | onnx vs naive |" in r.stdout
     result = json.loads((ROOT / "benchmarks" / "results" / "serving-smoke.json").read_text())
-    assert result["client"]["ours"]["eight_clients"]["errors"] == 0
-    assert result["cold_start_s"] > 0
+    assert result["forward"]["onnx"]["engine"].startswith("onnxruntime")
+    assert result["forward"]["torch"]["engine"].startswith("torch")
+    for name, srv in result["servers"].items():
+        assert srv["eight_clients"]["errors"] == 0 and srv["cold_start_s"] > 0 and srv["rss_mb"] > 0, name
+
+
+@pytest.mark.skipif(not EMBEDDED.exists(), reason="the embedded model is missing")
+def test_batch_predict_benchmark_smoke():
+    r = subprocess.run([sys.executable, "benchmarks/batch_predict.py", "--smoke"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((ROOT / "benchmarks" / "results" / "batch_predict-smoke.json").read_text())
+    assert result["pipeline"]["images_per_s"] > 0 and result["ours"]["images_per_s"] > 0
 
 
 def test_leave_out_holds_whole_sources_out(tmp_path):

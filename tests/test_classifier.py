@@ -64,7 +64,8 @@ def test_unreadable_input_raises_image_error(tiny_classifier):
 
 def test_explain_returns_overlay_and_map(tiny_classifier):
     overlay, pred, heat = tiny_classifier.explain(make_photo(COLOURS["blue"], size=(200, 100)))
-    assert overlay.size == (200, 100) and overlay.mode == "RGB"
+    # the photo as decoded for the model (a big one is reduced right after decoding), aspect kept
+    assert overlay.size == (100, 50) and overlay.mode == "RGB"
     assert heat.shape == (4, 4) and 0 <= heat.min() and heat.max() <= 1
     assert pred.label == "blue"
 

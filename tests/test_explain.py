@@ -56,3 +56,35 @@ def test_overlay_covers_what_the_model_saw_and_shades_the_rest():
     assert shown[25, 50, 0] > 180 and shown[25, 50, 0] > shown[25, 50, 2] + 40  # inside: the map's hot colour
     whole = np.asarray(overlay(grey, np.ones((2, 2)))).astype(int)
     assert whole[5, 5, 0] > 180  # without a box the map covers the whole photo
+
+
+@needs_shared
+@pytest.mark.skipif(not (EMBEDDED / "onnx").exists(), reason="the embedded model has no ONNX export")
+def test_the_onnx_explanation_points_where_torchs_does_and_passes_the_occlusion_test():
+    """The exported relevance graph (what the app runs, with no torch) against captum on the torch model: the same
+    map up to int8 rounding, and hiding its top patches hurts the torch model more than hiding random ones."""
+    onnx = Classifier.from_pretrained(str(EMBEDDED), engine="onnx")
+    ref = Classifier.from_pretrained(str(EMBEDDED), engine="torch")
+    ref.engine.model.float()
+    files = [f for park in ("yosemite", "yellowstone", "sequoia") for f in sorted((PARKS / park).iterdir())[6:10]]
+    rng = np.random.default_rng(1)
+    patch = ref.engine.model.config.patch_size
+    top_drops, random_drops, corr = [], [], []
+    for f in files:
+        pv = onnx.pixel_values(open_images([str(f)], onnx.preprocessor))
+        heat, logits = onnx.engine.relevance(pv, onnx.real_ids)
+        torch_heat, _ = relevance_map(ref.engine.model, torch.from_numpy(pv), onnx.real_ids)
+        corr.append(np.corrcoef(heat.ravel(), torch_heat.ravel())[0, 1])
+        target = onnx.real_ids[int(logits[0, onnx.real_ids].argmax())]
+        x, k = torch.from_numpy(pv), heat.size // 8
+
+        def prob(x):
+            with torch.no_grad():
+                return torch.softmax(ref.engine.model(pixel_values=x).logits.float(), -1)[0, target].item()
+
+        base = prob(x)
+        top_drops.append(base - prob(occlude(x, np.argsort(heat.ravel())[::-1][:k], patch)))
+        random_drops.append(np.mean([base - prob(occlude(x, rng.choice(heat.size, k, replace=False), patch))
+                                     for _ in range(3)]))
+    assert min(corr) > 0.95, corr
+    assert np.mean(top_drops) > np.mean(random_drops), (np.mean(top_drops), np.mean(random_drops))

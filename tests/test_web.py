@@ -1,10 +1,10 @@
-"""Static web page (web/): transformers.js runs the checkpoint's int8 ONNX export in headless chromium, offline.
+"""The in-browser page (web/): transformers.js runs the checkpoint's int8 ONNX export in headless chromium, offline.
 
-Its answers must agree with the Python side on the same ONNX file: onnxruntime here, preprocessing by
-transformers' PIL-backend image processor, the app's answer rule (calibrated softmax over all classes,
-real-class confidences not renormalised, abstain below the threshold).
+Its answers must agree with the Python app's: the project's Classifier on the same checkpoint (ONNX Runtime, the
+one preprocessing definition, the calibrated answer rule). The site is laid out from parkclf.publish.web's list of
+files, the one the app serves at /web/ and `parkclf deploy --static-space` publishes.
 
-    cd web && npm install --ignore-scripts   # once: node_modules/ (not committed)
+    cd web && npm ci   # once: node_modules/ (not committed; .npmrc skips install scripts)
     python -m pytest -q -s tests/test_web.py
 
 PARKCLF_WEB_MODEL points at another checkpoint folder (it needs onnx/model_quantized.onnx).
@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
-import importlib
 import json
 import os
 import shutil
@@ -30,6 +29,8 @@ import numpy as np
 import pytest
 
 from conftest import PARKS, ROOT
+from live import AppServer
+from parkclf.publish import web as site
 
 WEB = ROOT / "web"
 MODEL = Path(os.environ.get("PARKCLF_WEB_MODEL", ROOT / "models" / "parks-vit-small"))
@@ -39,13 +40,12 @@ PER_CLASS = int(os.environ.get("PARKCLF_WEB_PER_CLASS", "17"))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
-MODEL_URL_PATH = "../models/parks-vit-small"  # the page is at /web/index.html
 ARTIFACTS = Path(os.environ.get("PARKCLF_ARTIFACTS", ROOT / "artifacts"))
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not (WEB / "node_modules" / "@huggingface" / "transformers").exists(),
-                       reason="web/node_modules is missing: cd web && npm install --ignore-scripts"),
+                       reason="web/node_modules is missing: cd web && npm ci"),
     pytest.mark.skipif(not ONNX.exists(), reason=f"{ONNX} is missing (the model's ONNX export)"),
 ]
 
@@ -72,25 +72,12 @@ class _Server(ThreadingHTTPServer):
 
 
 @contextlib.contextmanager
-def serve_offline(web_dir: Path = WEB, model_dir: Path = MODEL, photos_dir: Path | None = None,
-                  model_beside_page: bool = False):
-    """http.server on a free loopback port over a temp folder of symlinks:
-    /web -> web/ (with node_modules), /models/parks-vit-small -> the checkpoint, /photos -> photos_dir.
-    Yields the base URL, e.g. http://127.0.0.1:PORT/ (page: web/index.html?model=../models/parks-vit-small).
-    ``model_beside_page``: the deployed layout instead, /web/models/parks-vit-small (the page's default)."""
+def serve_offline(model_dir: Path = MODEL, photos_dir: Path | None = None):
+    """http.server on a free loopback port: /web/ is the site (page, runtime, the model at /web/model/), /photos/
+    the test photos. Yields the base URL, e.g. http://127.0.0.1:PORT/."""
     with tempfile.TemporaryDirectory(prefix="parks-web-") as tmp:
         root = Path(tmp)
-        if model_beside_page:
-            (root / "web" / "models").mkdir(parents=True)
-            for entry in Path(web_dir).resolve().iterdir():
-                if entry.name != "models":
-                    (root / "web" / entry.name).symlink_to(entry, target_is_directory=entry.is_dir())
-            (root / "web" / "models" / "parks-vit-small").symlink_to(Path(model_dir).resolve(),
-                                                                      target_is_directory=True)
-        else:
-            (root / "web").symlink_to(Path(web_dir).resolve(), target_is_directory=True)
-            (root / "models").mkdir()
-            (root / "models" / "parks-vit-small").symlink_to(Path(model_dir).resolve(), target_is_directory=True)
+        site.link_tree(site.site_files(model_dir, WEB), root / "web")
         if photos_dir is not None:
             (root / "photos").symlink_to(Path(photos_dir).resolve(), target_is_directory=True)
         server = _Server(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
@@ -105,68 +92,40 @@ def serve_offline(web_dir: Path = WEB, model_dir: Path = MODEL, photos_dir: Path
 
 
 def page_url(base: str, **query) -> str:
-    return base + "web/index.html?" + urllib.parse.urlencode({"model": MODEL_URL_PATH, **query})
+    return base + "web/index.html" + ("?" + urllib.parse.urlencode(query) if query else "")
 
 
-def open_rgb(path: Path):
-    """As the Python app's loader: EXIF rotation applied, transparent pixels on white, RGB."""
-    from PIL import Image, ImageOps
+# ---------------------------------------------------------------- the Python reference: the app's own Classifier
 
-    with Image.open(path) as im:
-        image = ImageOps.exif_transpose(im)
-        if "A" in image.getbands() or "transparency" in image.info:
-            rgba = image.convert("RGBA")
-            image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-        return image.convert("RGB")
+class AppReference:
+    """What the Python app answers for a file (its ONNX engine, its loader with draft decoding), and the pixel
+    values its preprocessing gives for a fully decoded photo (what a browser decodes)."""
 
+    def __init__(self, model_dir: Path):
+        from parkclf.classifier import Classifier
 
-# ---------------------------------------------------------------- the Python reference
-
-class OnnxReference:
-    """The Python answer on the same ONNX file. A stand-in until the project's Classifier can run ONNX."""
-
-    def __init__(self, model_dir: Path, onnx_path: Path):
-        import onnxruntime as ort
-        from transformers import AutoImageProcessor
-
-        cfg = json.loads((model_dir / "config.json").read_text())
-        self.all_labels = [cfg["id2label"][str(i)] for i in range(len(cfg["id2label"]))]
-        self.out_of_scope = cfg.get("out_of_scope_label")
-        self.real = [i for i, n in enumerate(self.all_labels) if n != self.out_of_scope]
-        self.labels = [self.all_labels[i] for i in self.real]
-        self.temperature = float(cfg.get("calibration_temperature", 1.0))
-        self.threshold = float(cfg.get("abstain_threshold", 0.0))
-        self.processor = AutoImageProcessor.from_pretrained(model_dir, backend="pil")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 2
-        self.session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        self.clf = Classifier.from_pretrained(str(model_dir))
+        assert self.clf.engine.name.startswith("onnxruntime"), self.clf.engine.name
+        self.labels = self.clf.labels
 
     def pixel_values(self, path: Path) -> np.ndarray:
-        return self.processor(images=[open_rgb(path)], return_tensors="np")["pixel_values"].astype(np.float32)
+        from parkclf.images import load_image
 
-    def logits(self, path: Path) -> np.ndarray:
-        return self.session.run(["logits"], {"pixel_values": self.pixel_values(path)})[0][0]
+        return self.clf.preprocessor([load_image(path)])
 
-    def answer(self, logits: np.ndarray) -> dict:
-        z = logits.astype(np.float64) / self.temperature
-        p = np.exp(z - z.max())
-        p /= p.sum()
-        conf = {self.all_labels[i]: float(p[i]) for i in self.real}
-        label = max(conf, key=conf.get)
-        return {"label": label, "confidences": conf, "abstained": conf[label] < self.threshold, "score": conf[label]}
+    def logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.clf.engine.logits(pixel_values)[0]
 
     def predict(self, path: Path) -> dict:
-        return self.answer(self.logits(path))
+        pred = self.clf.predict(str(path))
+        return {"label": pred.label, "confidences": pred.confidences, "abstained": pred.abstained, "score": pred.score}
 
 
 def python_wording():
     """The Python app's wording (pretty, percent, verdict): the page must say exactly what it says."""
-    for name in ("parkclf.app.ui", "parkclf.ui"):
-        try:
-            return importlib.import_module(name)
-        except ModuleNotFoundError:
-            continue
-    pytest.skip("the Python app's ui module (parkclf.app.ui) is not importable")
+    from parkclf.app import ui
+
+    return ui
 
 
 def as_prediction(d: dict):
@@ -194,8 +153,8 @@ def photos() -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def reference() -> OnnxReference:
-    return OnnxReference(MODEL, ONNX)
+def reference() -> AppReference:
+    return AppReference(MODEL)
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +253,7 @@ def test_page_agrees_with_python_on_real_photos(web, server, photos, reference):
 
 @pytest.mark.real
 def test_page_preprocessing_matches_python(web, server, photos, reference):
-    """pixel_values and logits of a few photos, page vs transformers' PIL backend."""
+    """pixel_values and logits of a few photos, page vs the app's preprocessing of the fully decoded photo."""
     for photo in photos[:: max(1, len(photos) // 4)][:4]:
         url = photo_url(server, photo)
         pv = web.page.evaluate("u => window.parksDebug.pixelValues(u)", url)
@@ -303,7 +262,7 @@ def test_page_preprocessing_matches_python(web, server, photos, reference):
         assert got.shape == want.shape, (got.shape, want.shape)
         diff = np.abs(got - want)
         logits = np.asarray(web.page.evaluate("u => window.parksDebug.logits(u)", url))
-        ref_logits = reference.session.run(["logits"], {"pixel_values": want})[0][0]
+        ref_logits = reference.logits(want)
         print(f"\n{photo.name}: pixel_values |diff| mean {diff.mean():.5f} max {diff.max():.4f}; "
               f"logits |diff| max {np.abs(logits - ref_logits).max():.4f}")
         # identical today; one 8-bit step after normalisation is 1/255/0.224 = 0.0175 (room for another JPEG decoder)
@@ -426,17 +385,16 @@ def test_decoding_matches_python(web, reference, tmp_path, case):
     assert diff.mean() < 0.002 and np.quantile(diff, 0.999) <= 0.018, (case, diff.mean(), diff.max())
 
 
-def test_default_model_is_the_folder_beside_the_page(browser):
-    with serve_offline(model_beside_page=True) as base:
-        page = OfflinePage(browser, base + "web/index.html")
-        try:
-            info = page.page.evaluate("() => window.parksDebug.info()")
-            assert info["source"]["url"] == base + "web/models/parks-vit-small/", info
-            title = json.loads((MODEL / "config.json").read_text()).get("title")
-            assert title is None or page.page.title() == title
-            assert not page.blocked and not page.errors, (page.blocked, page.errors)
-        finally:
-            page.close()
+def test_default_model_is_the_folder_beside_the_page(browser, server):
+    page = OfflinePage(browser, server + "web/")
+    try:
+        info = page.page.evaluate("() => window.parksDebug.info()")
+        assert info["source"]["url"] == server + "web/model/", info
+        title = json.loads((MODEL / "config.json").read_text()).get("title")
+        assert title is None or page.page.title() == title
+        assert not page.blocked and not page.errors, (page.blocked, page.errors)
+    finally:
+        page.close()
 
 
 def test_a_hub_id_would_go_to_the_network_and_is_blocked_here(browser, server):
@@ -460,3 +418,34 @@ def test_a_file_that_is_not_an_image_gets_a_message(web, tmp_path):
     assert "could not be read as an image" in page.inner_text("#status")
     assert page.inner_text("#verdict").strip() == ""
     web.errors.clear()  # the page logs the decoding error to the console on purpose
+
+
+@pytest.mark.real
+def test_the_app_serves_the_page_and_both_answer_alike(browser, photos):
+    """python app.py serves the page at /web/ (linked from its header), with the same checkpoint; the page's answer
+    for a photo is the app's /predict answer."""
+    import httpx
+    from gradio_client import Client, handle_file
+
+    srv = AppServer()
+    try:
+        srv.wait()
+        assert "/web/" in httpx.get(srv.url + "config").text  # the header's link
+        wasm = httpx.head(srv.url + "web/" + site.RUNTIME[-1])
+        assert wasm.status_code == 200 and wasm.headers["content-type"] == "application/wasm"
+        assert httpx.get(srv.url + "web/node_modules/onnxruntime-node/package.json").status_code == 404  # only the list
+        page = OfflinePage(browser, srv.url + "web/")
+        try:
+            for photo in photos[:3]:
+                b64 = base64.b64encode(photo.read_bytes()).decode()
+                got = page.page.evaluate("""async (b64) => {
+                    const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                    return window.classify(new Blob([bytes]));
+                }""", b64)
+                want = Client(srv.url, verbose=False).predict(handle_file(str(photo)), api_name="/predict")
+                assert (got["label"], got["abstained"]) == (want["label"], want["abstained"]), photo.name
+            assert not page.blocked and not page.errors, (page.blocked, page.errors)
+        finally:
+            page.close()
+    finally:
+        srv.stop()

@@ -1,7 +1,7 @@
 """``parkclf serve`` (and app.py): load the checkpoint once, warm it up, build the page, launch with safe settings.
 
-Settings a Space sets as variables: MODEL_ID, FEEDBACK_DIR (+ FEEDBACK_MAX_FILES, FEEDBACK_MAX_MB), CACHE_EXPIRY,
-WEB_URL, GRADIO_SHARE; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are read by Gradio itself.
+Settings a Space sets as variables: MODEL_ID, ENGINE, FEEDBACK_DIR (+ FEEDBACK_MAX_FILES, FEEDBACK_MAX_MB),
+CACHE_EXPIRY, WEB_URL, GRADIO_SHARE; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are read by Gradio itself.
 """
 
 from __future__ import annotations
@@ -56,9 +56,9 @@ def cache_expiry() -> tuple[int, int]:
     return frequency, age
 
 
-def load(model: str) -> Classifier:
+def load(model: str, engine: str = "auto") -> Classifier:
     t = time.perf_counter()
-    classifier = Classifier.from_pretrained(model)
+    classifier = Classifier.from_pretrained(model, engine=engine)
     classifier.warm_up()
     logger.info("model %s loaded on %s and warmed up in %.1fs", model, classifier.engine.name, time.perf_counter() - t)
     return classifier
@@ -96,8 +96,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="Also open a public share link (needs the network)")
     parser.add_argument("--feedback-dir", default=os.environ.get("FEEDBACK_DIR"),
                         help="Save user corrections here (off unless set)")
+    parser.add_argument("--engine", default=os.environ.get("ENGINE", "auto"),
+                        choices=["auto", "onnx", "onnx-int8", "onnx-fp32", "torch"],
+                        help="What runs the model (default $ENGINE, else auto: ONNX Runtime where the checkpoint has "
+                             "onnx/, else torch)")
     args = parser.parse_args(argv)
-    classifier = load(args.model)
+    classifier = load(args.model, args.engine)
     # The in-browser page is served beside the app when its npm packages are installed (web/node_modules) and the
     # checkpoint has its int8 export; else WEB_URL may point at a static Space that publishes it.
     routes = [web.mount(classifier.folder)] if web.available(classifier.folder) else []

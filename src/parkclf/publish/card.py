@@ -69,7 +69,7 @@ on {{ export.n_photos }} photos it never trained on:
 {%- for name, row in export.graphs.items() %}
 | `{{ name }}` | {{ "%.4f" | format(row.top1_agreement) }} | {{ "%.4f" | format(row.abstain_agreement) }} | {{ "%.4f" | format(row.max_prob_diff) }} | {{ "%.4f" | format(row.max_logit_diff) }} |
 {%- endfor %}
-{%- for note in export.notes %}
+{% for note in export.notes %}
 - {{ note }}
 {%- endfor %}
 {%- endif %}
@@ -106,6 +106,19 @@ from transformers import pipeline
 clf = pipeline("image-classification", model="{{ repo_id }}")
 print(clf("photo.jpg"))
 ```
+{%- if export %}
+
+In a browser, with transformers.js (the int8 graph, `dtype: "q8"`):
+
+```js
+import { pipeline } from "@huggingface/transformers";
+const clf = await pipeline("image-classification", "{{ repo_id }}", { dtype: "q8" });
+console.log(await clf("photo.jpg"));
+```
+{%- endif %}
+
+A plain pipeline ranks the classes, `{{ calibration.out_of_scope_label or "none" }}` included, with the raw softmax; the calibrated answer and
+the abstain rule above are what this project's app and `parkclf predict` give.
 
 From a running Space or `python app.py`:
 
