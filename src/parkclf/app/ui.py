@@ -168,12 +168,18 @@ def _many_photos(classifier: Classifier, opts: AppOptions) -> None:
         for item, thumb, pred in progress.tqdm(many.classify(items, classifier, limits), total=len(items),
                                                desc="Classifying"):
             rows.append(prediction_row(item.name, pred, item.error or None, labels))
-            shown.append([thumb, item.name, pretty(pred.label) if pred else "", percent(pred.score) if pred else "",
+            shown.append([thumb, item.name, _shown_label(pred), percent(pred.score) if pred else "",
                           bool(pred and pred.abstained), item.error])
             yield shown, gr.DownloadButton(visible=False)
         yield shown, gr.DownloadButton(value=csvs.write(rows), visible=True)
 
     go.click(run, files, [table, download], api_visibility="private", preprocess=False, concurrency_limit=1)
+
+
+def _shown_label(pred: Prediction | None) -> str:
+    if pred is None:
+        return ""
+    return f"{NONE_OF_THESE} (closest: {pretty(pred.label)})" if pred.abstained else pretty(pred.label)
 
 
 def _api(endpoints: Endpoints) -> None:
