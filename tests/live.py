@@ -26,7 +26,7 @@ class AppServer:
         self.log_path = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"app-{self.port}.log"
         full_env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(self.port),
                     "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(env or {})}
-        self.log = open(self.log_path, "w")
+        self.log = open(self.log_path, "w")  # noqa: SIM115 - the server writes it until stop()
         self.t0 = time.perf_counter()
         self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=full_env, stdout=self.log,
                                      stderr=subprocess.STDOUT)

@@ -189,7 +189,8 @@ def test_corrections_through_the_page_are_checked_capped_and_become_training_dat
     data = make_imagefolder(tmp_path / "data", per_class=10, classes=("sequoia", "yellowstone", "yosemite"))
     out = tmp_path / "out"
     train_main(["--data-dir", str(data), "--extra-data-dir", str(feedback), "--model-name-or-path", str(tiny_vit),
-                "--output-dir", str(out), "--freeze-backbone", "--head-epochs", "2", "--bf16", "false", "--no-export-onnx"])
+                "--output-dir", str(out), "--freeze-backbone", "--head-epochs", "2", "--bf16", "false",
+                "--no-export-onnx"])
     counts = json.loads((out / "data_report.json").read_text())["counts"]
     assert sum(sum(c.values()) for c in counts.values()) == 32  # 30 photos + the two corrections
 
@@ -209,7 +210,8 @@ def test_many_photos_fill_a_table_that_downloads_as_csv(server, page, tmp_path):
     page.wait_for_function("n => document.querySelectorAll('#many_table .virtual-body [role=row]').length >= n", arg=3,
                            timeout=120_000)
     page.locator("#many_csv").wait_for(state="visible", timeout=60_000)
-    thumbs = page.eval_on_selector_all("#many_table .virtual-body [role=row] img", "els => els.map(e => e.naturalWidth)")
+    thumbs = page.eval_on_selector_all("#many_table .virtual-body [role=row] img",
+                                       "els => els.map(e => e.naturalWidth)")
     assert rows.count() == 3 and len(thumbs) == 3 and all(w > 0 for w in thumbs), thumbs
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "browser-many-photos.png"), full_page=True)

@@ -5,11 +5,12 @@ import pytest
 import torch
 from transformers import AutoModelForImageClassification
 
-from conftest import COLOURS, EMBEDDED, PARKS, make_photo, needs_shared
 from parkclf.classifier import Classifier
 from parkclf.images import ImageError
 from parkclf.processing import Preprocessor, open_images
 from parkclf.training.augment import dataset_transform
+
+from conftest import COLOURS, EMBEDDED, PARKS, make_photo, needs_shared
 
 
 @pytest.fixture
@@ -26,8 +27,8 @@ def tiny_classifier(tiny_vit):
 def test_training_eval_and_serving_see_identical_tensors(tiny_vit, tmp_path):
     path = tmp_path / "p.jpg"
     make_photo(COLOURS["red"], size=(900, 600), seed=3).save(path, quality=90)
-    train_eval = dataset_transform(Preprocessor.from_pretrained(tiny_vit))({"image": [{"path": str(path), "bytes": None}],
-                                                                           "label": [0]})
+    batch = {"image": [{"path": str(path), "bytes": None}], "label": [0]}
+    train_eval = dataset_transform(Preprocessor.from_pretrained(tiny_vit))(batch)
     clf = Classifier.from_pretrained(str(tiny_vit))
     served = clf.pixel_values(open_images([str(path)], clf.preprocessor))
     assert torch.equal(train_eval["pixel_values"], torch.from_numpy(served))
@@ -53,7 +54,7 @@ def test_abstains_below_the_stored_threshold(tiny_classifier):
 def test_batch_matches_single(tiny_classifier):
     photos = [make_photo(COLOURS["blue"], seed=s) for s in range(3)]
     batch = tiny_classifier.predict_batch(photos)
-    for p, b in zip(photos, batch):
+    for p, b in zip(photos, batch, strict=True):
         assert tiny_classifier.predict(p).confidences == pytest.approx(b.confidences, abs=1e-4)
 
 
@@ -66,7 +67,7 @@ def test_explain_returns_overlay_and_map(tiny_classifier):
     overlay, pred, heat = tiny_classifier.explain(make_photo(COLOURS["blue"], size=(200, 100)))
     # the photo as decoded for the model (a big one is reduced right after decoding), aspect kept
     assert overlay.size == (100, 50) and overlay.mode == "RGB"
-    assert heat.shape == (4, 4) and 0 <= heat.min() and heat.max() <= 1
+    assert heat.shape == (4, 4) and heat.min() >= 0 and heat.max() <= 1
     assert pred.label == "blue"
 
 
@@ -101,6 +102,6 @@ def test_embedded_model_abstains_on_everyday_images():
     files = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in {".png", ".jpg"})
     assert len(files) >= 20, "scikit-image ships fewer sample photos than expected"
     preds = Classifier.from_pretrained(str(EMBEDDED)).predict_batch(files)
-    scores = {Path(f).name: round(p.score, 3) for f, p in zip(files, preds)}
+    scores = {Path(f).name: round(p.score, 3) for f, p in zip(files, preds, strict=True)}
     assert sum(p.abstained for p in preds) / len(files) >= 0.65, scores
     assert sum(p.score >= 0.5 for p in preds) <= 1, scores

@@ -3,9 +3,10 @@ import json
 import pytest
 from PIL import Image
 
+from parkclf.data import DataReport, load_source, merge_extra, prepare
+
 from conftest import COLOURS, make_imagefolder, make_photo
 from hostile import cases
-from parkclf.data import DataReport, load_source, merge_extra, prepare
 
 BAD = {"truncated_jpeg", "zero_bytes", "text_as_jpg"}
 ODD_BUT_FINE = {"cmyk_jpeg", "png_16bit", "rgba_png", "grayscale_jpeg", "exif_orientation_6", "heic"}
@@ -149,7 +150,7 @@ def test_hard_negatives_are_repeated_in_train_only(tmp_path):
     more, n = repeat_hard_negatives(train, [str(hard)], 4)
     assert n == n_hard and len(more) == len(train) + 3 * n_hard
     paths = [im["path"] for im in more["image"]]
-    assert all(paths.count(p) == (4 if h else 1) for p, h in zip(paths[:len(train)], is_hard))
+    assert all(paths.count(p) == (4 if h else 1) for p, h in zip(paths[:len(train)], is_hard, strict=True))
     assert set(more["label"][len(train):]) == {2}
     same, n = repeat_hard_negatives(train, [str(hard)], 1)
     assert len(same) == len(train) and n == n_hard

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from conftest import EMBEDDED, make_imagefolder
 from parkclf.errors import UsageError
 from parkclf.evaluation import abstain_main, evaluate_main
+
+from conftest import EMBEDDED, make_imagefolder
 
 
 @pytest.mark.skipif(not EMBEDDED.exists(), reason="the embedded model is missing")

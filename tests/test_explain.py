@@ -6,10 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import EMBEDDED, PARKS, needs_shared
 from parkclf.classifier import Classifier
 from parkclf.explain import overlay, relevance_map
 from parkclf.processing import open_images
+
+from conftest import EMBEDDED, PARKS, needs_shared
 
 
 def occlude(pixel_values, patches, patch):
@@ -37,7 +38,7 @@ def test_occluding_the_top_region_hurts_more_than_a_random_region():
         k = heat.size // 8  # an eighth of the image
         patch = clf.engine.model.config.patch_size
 
-        def prob(x):
+        def prob(x, target=target):
             with torch.no_grad():
                 return torch.softmax(clf.engine.model(pixel_values=x).logits.float(), -1)[0, target].item()
 
@@ -78,7 +79,7 @@ def test_the_onnx_explanation_points_where_torchs_does_and_passes_the_occlusion_
         target = onnx.real_ids[int(logits[0, onnx.real_ids].argmax())]
         x, k = torch.from_numpy(pv), heat.size // 8
 
-        def prob(x):
+        def prob(x, target=target):
             with torch.no_grad():
                 return torch.softmax(ref.engine.model(pixel_values=x).logits.float(), -1)[0, target].item()
 

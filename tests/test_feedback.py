@@ -3,13 +3,15 @@ The same refusals through the page and through raw HTTP are in test_app_live.py 
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from parkclf.app.feedback import FeedbackError, FeedbackLimits, FeedbackStore, digest
+
 from conftest import COLOURS, make_imagefolder, make_photo
 from hostile import bomb_png, cases
-from parkclf.app.feedback import FeedbackError, FeedbackLimits, FeedbackStore, digest
 
 LABELS = ["blue", "red"]
 
@@ -32,8 +34,8 @@ def test_a_classified_photo_is_saved_as_a_fresh_jpeg_in_its_class_folder(tmp_pat
     assert dest.parent == tmp_path / "fb" / "red" and dest.suffix == ".jpg"
     saved = Image.open(dest)
     assert saved.format == "JPEG" and max(saved.size) == 1024  # re-encoded and shrunk, never the bytes sent
-    assert dest.read_bytes() != open(big, "rb").read()
-    rows = list(csv.DictReader(open(tmp_path / "fb" / "feedback.csv")))
+    assert dest.read_bytes() != Path(big).read_bytes()
+    rows = list(csv.DictReader((tmp_path / "fb" / "feedback.csv").read_text().splitlines()))
     assert rows[0]["label"] == "red" and rows[0]["predicted"] == "blue" and rows[0]["digest"] == digest(big)
 
 

@@ -45,7 +45,8 @@ def test_push_to_hub_uploads_the_output_folder_once_and_never_prints_the_token(a
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     out = tmp_path / "out"
     main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
-          "--freeze-backbone", "--head-epochs", "3", "--bf16", "false", "--no-export-onnx", "--push-to-hub", "--hub-model-id", "me/parks"])
+          "--freeze-backbone", "--head-epochs", "3", "--bf16", "false", "--no-export-onnx", "--push-to-hub",
+          "--hub-model-id", "me/parks"])
     kinds = [c[0] for c in api.calls]
     assert kinds == ["create_repo", "upload_folder"]
     upload = api.calls[1][2]
@@ -103,7 +104,8 @@ def test_the_in_browser_page_deploys_as_a_static_space_in_one_commit(api, tmp_pa
     assert create[2]["repo_type"] == "space" and create[2]["space_sdk"] == "static"
     ops = {op.path_in_repo: op for op in commit[2]["operations"]}
     assert set(ops) == {*web.PAGE, *web.RUNTIME, *(f"model/{n}" for n in web.MODEL), "README.md"}
-    assert b"sdk: static" in ops["README.md"].path_or_fileobj and b"app_file: index.html" in ops["README.md"].path_or_fileobj
+    card = ops["README.md"].path_or_fileobj
+    assert b"sdk: static" in card and b"app_file: index.html" in card
     assert not [n for n in ops if n.startswith("node_modules/") and n not in web.RUNTIME]  # only what the page loads
 
 

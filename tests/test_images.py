@@ -1,8 +1,9 @@
 import pytest
 from PIL import Image
 
-from hostile import cases, exif_oriented
 from parkclf.images import ImageError, load_image
+
+from hostile import cases, exif_oriented
 
 CASES = cases()
 

@@ -26,8 +26,8 @@ def test_no_function_in_the_package_is_over_60_lines():
 
 
 def test_only_the_command_line_boundary_exits():
-    uses = [f"{p.relative_to(ROOT)}:{i}" for p in python_files(SRC) for i, line in enumerate(p.read_text().splitlines(), 1)
-            if re.search(r"\bSystemExit\b", line)]
+    uses = [f"{p.relative_to(ROOT)}:{i}" for p in python_files(SRC)
+            for i, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"\bSystemExit\b", line)]
     assert len(uses) <= 3 and all(u.startswith("src/parkclf/cli.py") for u in uses), uses
 
 

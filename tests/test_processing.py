@@ -15,8 +15,8 @@ def framed(size=(64, 48), inner=0.5):
     w, h = size
     arr = np.zeros((h, w, 3), np.uint8)
     arr[...] = (220, 30, 30)
-    t, l = round(h * (1 - inner) / 2), round(w * (1 - inner) / 2)
-    arr[t:h - t, l:w - l] = (30, 30, 220)
+    top, left = round(h * (1 - inner) / 2), round(w * (1 - inner) / 2)
+    arr[top:h - top, left:w - left] = (30, 30, 220)
     return Image.fromarray(arr)
 
 

@@ -116,7 +116,8 @@ def test_hard_negatives_join_the_out_of_scope_class_repeated_and_are_reported(ti
     in_train = report["hard_negatives"]["photos_in_train"]
     assert report["hard_negatives"]["repeat"] == 3 and 0 < in_train <= 8  # the rest went to validation/test
     assert json.loads((out / "config.json").read_text())["id2label"]["2"] == "other"
-    assert f"{in_train} are hard negatives (`--hard-negatives-dir`), each seen\n  3 times" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert f"{in_train} are hard negatives (`--hard-negatives-dir`), each seen\n  3 times" in card
     with pytest.raises(ValueError, match="give each negatives folder once"):
         main([*args, "--hard-negatives-dir", str(easy), "--replace-model"])
     with pytest.raises(ValueError, match="--hard-negatives-repeat 0: give how many times"):
@@ -199,8 +200,8 @@ def test_center_crop_is_saved_in_the_processor_and_calibrate_only_adds_it_withou
     assert Classifier.from_pretrained(str(out)).predict(photo).label in {"red", "blue"}
     # with --image-size the crop keeps its share: the model reads 48 px, the photo is resized to 64 first
     sized = tmp_path / "sized"
-    main(["--data-dir", str(imagefolder), *FAST, "--model-name-or-path", str(tiny_vit), "--output-dir", str(sized), "--freeze-backbone",
-          "--image-size", "48", "--center-crop", "0.75"])
+    main(["--data-dir", str(imagefolder), *FAST, "--model-name-or-path", str(tiny_vit), "--output-dir", str(sized),
+          "--freeze-backbone", "--image-size", "48", "--center-crop", "0.75"])
     saved = json.loads((sized / "preprocessor_config.json").read_text())
     assert saved["crop_size"] == {"height": 48, "width": 48} and saved["size"] == {"height": 64, "width": 64}
     assert json.loads((sized / "config.json").read_text())["image_size"] == 48
@@ -214,7 +215,8 @@ def test_image_size_that_is_not_a_multiple_of_the_patch_names_the_fix(tiny_vit, 
 
 def test_missing_data_dir_names_the_fix(tiny_vit, tmp_path):
     with pytest.raises(UsageError, match="expected .*<class>"):
-        main(["--data-dir", str(tmp_path / "nope"), "--model-name-or-path", str(tiny_vit), "--output-dir", str(tmp_path / "o")])
+        main(["--data-dir", str(tmp_path / "nope"), "--model-name-or-path", str(tiny_vit),
+              "--output-dir", str(tmp_path / "o")])
 
 
 def test_unwritable_output_dir_names_the_problem(tiny_vit, imagefolder, tmp_path):

@@ -22,7 +22,7 @@ def train_cmd(data, model, out, *extra):
 def test_sigkill_mid_training_then_rerun_resumes_and_matches(tiny_vit, tmp_path):
     data = make_imagefolder(tmp_path / "data", per_class=20)
     args = ("--num-train-epochs", "6", "--checkpoint-steps", "3")
-    log = open(tmp_path / "first.log", "w")
+    log = open(tmp_path / "first.log", "w")  # noqa: SIM115 - the killed process writes it until the end of the test
     first = subprocess.Popen(train_cmd(data, tiny_vit, tmp_path / "out", *args), env=ENV, stdout=log, stderr=log)
     ckpts = tmp_path / "out" / "checkpoints"
     deadline = time.time() + 300
@@ -46,7 +46,8 @@ def test_sigkill_mid_training_then_rerun_resumes_and_matches(tiny_vit, tmp_path)
                        .joinpath("trainer_state.json").read_text())
     assert state["global_step"] > killed_at
 
-    straight = subprocess.run(train_cmd(data, tiny_vit, tmp_path / "straight", *args), env=ENV, capture_output=True, text=True)
+    straight = subprocess.run(train_cmd(data, tiny_vit, tmp_path / "straight", *args), env=ENV, capture_output=True,
+                              text=True)
     assert straight.returncode == 0, straight.stderr[-3000:]
     resumed_m = json.loads((tmp_path / "out" / "metrics.json").read_text())
     straight_m = json.loads((tmp_path / "straight" / "metrics.json").read_text())

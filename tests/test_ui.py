@@ -3,10 +3,11 @@
 
 import pytest
 
-from conftest import COLOURS, make_photo
+from parkclf.app.ui import NONE_OF_THESE, AppOptions, build_demo, label_value, verdict
 from parkclf.classifier import Classifier, Prediction
 from parkclf.training import main as train_main
-from parkclf.app.ui import NONE_OF_THESE, AppOptions, build_demo, label_value, verdict
+
+from conftest import COLOURS, make_photo
 
 
 def test_verdict_says_none_of_them_when_abstaining():

@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from parkclf.publish import web as site
+
 from conftest import PARKS, ROOT
 from live import AppServer
-from parkclf.publish import web as site
 
 WEB = ROOT / "web"
 MODEL = Path(os.environ.get("PARKCLF_WEB_MODEL", ROOT / "models" / "parks-vit-small"))

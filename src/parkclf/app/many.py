@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..batch import prediction_row
 from ..classifier import Classifier
 from ..images import IMAGE_EXTENSIONS, MAX_BYTES, ImageError, decoded_pixels, header, is_hidden, load_image
 from ..processing import draft_size

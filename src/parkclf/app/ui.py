@@ -191,6 +191,9 @@ def _api(endpoints: Endpoints) -> None:
         prediction = gr.JSON(label="prediction")
         predictions = gr.JSON(label="predictions")
         overlay = gr.Image(type="pil", format="png", label="overlay")
+    # Not an MCP tool (still on the API page): Gradio 6.31 gives a multi-file input an MCP schema with a dangling
+    # $ref that clients reject (PointerToNowhere), so agents call `predict` once per photo instead.
+    endpoints.predict_batch._mcp_type = "not_a_tool"
     one.upload(endpoints.predict, one, prediction, api_name="predict", preprocess=False)
     several.upload(endpoints.predict_batch, several, predictions, api_name="predict_batch", preprocess=False)
     one.change(endpoints.explain, one, [overlay, prediction], api_name="explain", preprocess=False)

@@ -7,8 +7,7 @@ would need the Hub). Each import stays on its own line: evaluate scans them to c
 import datasets
 import evaluate
 import numpy as np
-from sklearn.metrics import confusion_matrix
-from sklearn.metrics import precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 _DESCRIPTION = "Accuracy, macro-F1, per-class precision/recall/F1 and confusion matrix for single-label classification."
 _KWARGS_DESCRIPTION = """
