@@ -6,9 +6,10 @@ import sys
 
 import pytest
 
-from conftest import EMBEDDED, ROOT
 from parkclf.engine import load_engine
 from parkclf.errors import UsageError
+
+from conftest import EMBEDDED, ROOT
 
 EXAMPLES = ROOT / "examples"
 

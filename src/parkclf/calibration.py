@@ -62,7 +62,8 @@ def in_scope_mask(y: np.ndarray, labels: list[str], out_of_scope_label: str | No
 
 def fit(val_logits, val_labels, labels: list[str], out_of_scope_label: str | None,
         keep_rate: float = 0.95, threshold: float | None = None) -> dict:
-    """Temperature from validation NLL; the threshold is given, or answers ``keep_rate`` of in-scope validation photos."""
+    """Temperature from validation NLL; the threshold is given, or answers ``keep_rate`` of in-scope validation
+    photos."""
     t = fit_temperature(val_logits, val_labels)
     if threshold is None:
         _, score = in_scope_scores(val_logits, labels, t, out_of_scope_label)

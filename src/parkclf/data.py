@@ -169,7 +169,8 @@ def repeat_hard_negatives(split: datasets.Dataset, dirs: list[str], times: int) 
     copy gets its own random crop). Returns the new split and how many distinct rows were repeated."""
     # abspath, not resolve: a symlinked photo belongs to the folder it was listed from
     roots = tuple(os.path.join(os.path.abspath(d), "") for d in dirs)
-    rows = [i for i, im in enumerate(split["image"]) if im.get("path") and os.path.abspath(im["path"]).startswith(roots)]
+    rows = [i for i, im in enumerate(split["image"])
+            if im.get("path") and os.path.abspath(im["path"]).startswith(roots)]
     if not rows or times <= 1:
         return split, len(rows)
     return concatenate_datasets([split] + [split.select(rows)] * (times - 1)), len(rows)
@@ -219,11 +220,11 @@ def _drop_leaks(ds: DatasetDict, report: DataReport) -> DatasetDict:
 
     held = [(imagehash.hex_to_hash(h), _example_name(im), s)
             for s in ("validation", "test") if s in ds
-            for h, im in zip(ds[s]["phash"], ds[s]["image"])]
+            for h, im in zip(ds[s]["phash"], ds[s]["image"], strict=True)]
     if not held:
         return ds
     keep = []
-    for h, im in zip(ds["train"]["phash"], ds["train"]["image"]):
+    for h, im in zip(ds["train"]["phash"], ds["train"]["image"], strict=True):
         h = imagehash.hex_to_hash(h)
         match = next(((name, s) for hh, name, s in held if h - hh <= DUPLICATE_DISTANCE), None)
         keep.append(match is None)
@@ -270,7 +271,8 @@ def _check_labels(ds: DatasetDict, source: str) -> list[str]:
     if names is None:
         raise UsageError("The label column must be a ClassLabel (class names), as imagefolder makes it.")
     if len(names) < 2:
-        raise UsageError(f"Found {len(names)} class ({names}) in {source}; a classifier needs at least 2 class folders.")
+        raise UsageError(f"Found {len(names)} class ({names}) in {source}; a classifier needs at least 2 class "
+                         "folders.")
     return names
 
 

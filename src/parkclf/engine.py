@@ -84,7 +84,8 @@ class OnnxEngine:
             # Dynamic quantisation scales each activation by its range over the whole batch, so a photo's answer
             # would depend on its batch-mates (logits moved by up to 0.16 between batch 1 and 16). One at a time,
             # /predict, /predict_batch and `parkclf predict` give every photo the same answer.
-            return np.concatenate([self.session.run(["logits"], {"pixel_values": x[i:i + 1]})[0] for i in range(len(x))])
+            rows = [self.session.run(["logits"], {"pixel_values": x[i:i + 1]})[0] for i in range(len(x))]
+            return np.concatenate(rows)
         return self.session.run(["logits"], {"pixel_values": x})[0]
 
     def relevance(self, pixel_values: np.ndarray, real_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -145,7 +146,8 @@ class TorchEngine:
 
 
 def load_engine(folder: str | Path, *, engine: str = "auto", patch_size: int) -> Engine:
-    """``engine``: "auto" (ONNX where the checkpoint has it, else torch), "onnx", "onnx-fp32", "onnx-int8" or "torch"."""
+    """``engine``: "auto" (ONNX where the checkpoint has it, else torch), "onnx", "onnx-fp32", "onnx-int8" or
+    "torch"."""
     if engine == "torch" or (engine == "auto" and not has_onnx(folder)):
         return TorchEngine.from_pretrained(folder)
     if engine in ("auto", "onnx"):

@@ -90,7 +90,8 @@ def abstain_eval(model: str, in_scope: list[str], out_of_scope: dict[str, list[s
         if not outs:
             raise UsageError(f"No photos under --out-of-scope {name}={','.join(dirs)}.")
         saved["out_of_scope"][name] = [p.score for p in outs]
-        result["out_of_scope"][name] = {"n": len(outs), "abstained": round(sum(p.abstained for p in outs) / len(outs), 4),
+        result["out_of_scope"][name] = {"n": len(outs),
+                                        "abstained": round(sum(p.abstained for p in outs) / len(outs), 4),
                                         "auroc": auroc(saved["in_scope"], saved["out_of_scope"][name])}
     return result, saved
 

@@ -1,9 +1,10 @@
-"""Which pixels decided: gradient x activation on the last transformer block's input tokens (captum).
+"""Which pixels decided: gradient x activation on the tokens entering the last block's attention (captum).
 
-The classifier reads only the [CLS] token after the last block, so the last block's *input* is the
-deepest place where each patch still has its own token and the gradient still reaches it (the same
-layer pytorch-grad-cam's ViT recipe uses). One forward and one backward: about 3x a plain forward. The ONNX engine runs the same computation as a traced
-graph (:mod:`parkclf.export`); both hand their per-token relevance to :func:`heat_from_tokens`.
+The classifier reads only the [CLS] token after the last block, so the last block is the deepest place where each
+patch still has its own token and the gradient still reaches it (the same layer pytorch-grad-cam's ViT recipe
+uses); the activation is the output of that block's first layer norm. One forward and one backward: about 3x a
+plain forward. The ONNX engine runs the same computation as a traced graph (:mod:`parkclf.export`); both hand
+their per-token relevance to :func:`heat_from_tokens`.
 """
 
 from __future__ import annotations
@@ -57,16 +58,16 @@ def overlay(image: Image.Image, heat: np.ndarray, *, box: tuple[float, float, fl
 
     img = image.copy()
     img.thumbnail((max_side, max_side))
-    l, t, r, b = box or (0, 0, image.width, image.height)
+    left, top, right, bottom = box or (0, 0, image.width, image.height)
     sx, sy = img.width / image.width, img.height / image.height
-    l, t = round(l * sx), round(t * sy)
-    r, b = max(round(r * sx), l + 1), max(round(b * sy), t + 1)
-    seen = img.crop((l, t, r, b))
+    left, top = round(left * sx), round(top * sy)
+    right, bottom = max(round(right * sx), left + 1), max(round(bottom * sy), top + 1)
+    seen = img.crop((left, top, right, bottom))
     hot = Image.fromarray((heat * 255).astype(np.uint8)).resize(seen.size, Image.BICUBIC)
     rgb = (colormaps["inferno"](np.asarray(hot) / 255.0)[..., :3] * 255).astype(np.uint8)
-    if (l, t, r, b) == (0, 0, img.width, img.height):
+    if (left, top, right, bottom) == (0, 0, img.width, img.height):
         return Image.blend(seen, Image.fromarray(rgb), alpha)
     out = Image.blend(img, Image.new("RGB", img.size), 0.75)  # unseen border: a quarter of its brightness
-    out.paste(Image.blend(seen, Image.fromarray(rgb), alpha), (l, t))
-    ImageDraw.Draw(out).rectangle((l - 1, t - 1, r, b), outline=(255, 255, 255))
+    out.paste(Image.blend(seen, Image.fromarray(rgb), alpha), (left, top))
+    ImageDraw.Draw(out).rectangle((left - 1, top - 1, right, bottom), outline=(255, 255, 255))
     return out

@@ -145,7 +145,8 @@ def _photos(sources: list, pre: Preprocessor) -> np.ndarray:
 
 def _run(session, pixel_values: np.ndarray, outputs: list[str], batch: int = 1) -> list[np.ndarray]:
     # one photo at a time, as the engine runs the int8 graph (its activation scales span the batch)
-    parts = [session.run(outputs, {"pixel_values": pixel_values[i:i + batch]}) for i in range(0, len(pixel_values), batch)]
+    parts = [session.run(outputs, {"pixel_values": pixel_values[i:i + batch]})
+             for i in range(0, len(pixel_values), batch)]
     return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
 
 
@@ -267,7 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--output-dir", help="with a Hub id: where to copy the model first (default: its repo name)")
     p.add_argument("--int8-only", action="store_true",
                    help="keep only the int8 graphs where they pass (the fp32 ones are validated, then removed)")
-    p.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the folder, onnx/ included, to this model repo")
+    p.add_argument("--push-to-hub", metavar="REPO_ID",
+                   help="then upload the folder, onnx/ included, to this model repo")
     a = p.parse_args(argv)
     folder = _local_copy(a.model, a.output_dir)
     files = [f for src in a.photos for f in (image_files(src) if Path(src).is_dir() else [src])]

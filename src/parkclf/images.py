@@ -6,11 +6,12 @@ decoded, rotated and converted exactly the same way wherever it goes.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
 from pathlib import Path
-from typing import IO, Union
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -22,7 +23,7 @@ try:  # HEIC/HEIF from phones (gradio#7482). Optional so the package still impor
 except ImportError:  # pragma: no cover - pillow-heif is in requirements.txt
     pillow_heif = None
 
-ImageSource = Union[str, os.PathLike, bytes, IO[bytes], Image.Image]
+ImageSource = str | os.PathLike | bytes | IO[bytes] | Image.Image
 
 # A 60 MP camera frame is fine; a 40000x40000 PNG header is a decompression bomb.
 MAX_PIXELS = 100_000_000
@@ -76,7 +77,8 @@ def _open(source: ImageSource) -> Image.Image:
             return Image.open(source)
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         if "exceeds limit" in str(e) or "decompression bomb" in str(e).lower():
-            raise ImageError(f"The image is too large to process (over {MAX_PIXELS // 1_000_000} megapixels).") from None
+            raise ImageError(f"The image is too large to process (over {MAX_PIXELS // 1_000_000} megapixels)."
+                             ) from None
         raise ImageError("This file is not an image we can read (JPEG, PNG, WebP, HEIC, GIF, BMP, TIFF...).") from None
     except Exception as e:  # a decoder fed untrusted bytes can raise anything (a torn TIFF: TypeError)
         raise ImageError(f"This file could not be read as an image ({type(e).__name__}).") from None
@@ -179,10 +181,8 @@ def load_image(source: ImageSource, *, draft_size: int | None = None, max_pixels
         img.load()
         if draft_size and min(img.size) // draft_size >= 2:  # PNG, WebP, TIFF...: no draft mode, reduce at once
             img = _reduce(img, min(img.size) // draft_size)
-        try:
+        with contextlib.suppress(Exception):  # corrupt EXIF must not cost the photo: keep it unrotated
             img = ImageOps.exif_transpose(img)  # phone photos (gradio#2287, datasets#6252)
-        except Exception:  # corrupt EXIF must not cost the photo: keep it unrotated
-            pass
         return _to_rgb(img)
     except ImageError:
         raise

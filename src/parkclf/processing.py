@@ -47,13 +47,15 @@ class Preprocessor:
             size = {"height": size, "width": size}
         if not size or not ({"height", "width"} <= set(size) or "shortest_edge" in size):
             raise UsageError(f"The image processor config has size={size!r}; parkclf serves processors that resize "
-                             "to {'height', 'width'} or by {'shortest_edge'} (ViT, DeiT, BEiT, Swin, DINOv2, ConvNeXt).")
+                             "to {'height', 'width'} or by {'shortest_edge'} (ViT, DeiT, BEiT, Swin, DINOv2, "
+                             "ConvNeXt).")
         if cfg.get("do_pad"):
             raise UsageError("The image processor config pads images (do_pad); parkclf does not serve such processors.")
         crop = cfg.get("crop_size")
         if isinstance(crop, int):
             crop = {"height": crop, "width": crop}
-        pct = cfg.get("crop_pct") if "shortest_edge" in size and "ConvNext" in cfg.get("image_processor_type", "") else None
+        convnext = "shortest_edge" in size and "ConvNext" in cfg.get("image_processor_type", "")
+        pct = cfg.get("crop_pct") if convnext else None
         return cls(size={k: int(v) for k, v in size.items() if v is not None}, resample=int(cfg.get("resample", 3)),
                    do_resize=bool(cfg.get("do_resize", True)), do_center_crop=bool(cfg.get("do_center_crop", False)),
                    crop_size=crop, crop_pct=pct, do_rescale=bool(cfg.get("do_rescale", True)),
@@ -97,7 +99,9 @@ class Preprocessor:
         arr = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
         if self.crops and not augmented:
             arr = _center_crop(arr, self.crop_size["height"], self.crop_size["width"])
-        x = (arr.astype(np.float64) * self.rescale_factor).astype(np.float32) if self.do_rescale else arr.astype(np.float32)
+        # as transformers: rescale in float64, then float32
+        x = (arr.astype(np.float64) * self.rescale_factor).astype(np.float32) if self.do_rescale \
+            else arr.astype(np.float32)
         if self.do_normalize:
             mean = np.asarray(self.image_mean, np.float32)[:, None, None]
             std = np.asarray(self.image_std, np.float32)[:, None, None]

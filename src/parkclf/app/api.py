@@ -81,12 +81,14 @@ class Endpoints:
         def predict(image: str) -> dict:
             return guarded("predict", lambda: self.classify(file_path(image)).to_dict())
 
-        predict.__doc__ = f"""Classify one photo as one of the model's classes ({self._classes()}), or say it shows none.
+        predict.__doc__ = f"""Classify one photo as one of the model's classes ({self._classes()}),
+        or say it shows none.
 
         Args:
             image: the photo to classify (JPEG, PNG, WebP, HEIC, GIF...), as an uploaded file or a URL.
         Returns:
-            prediction: a dict with "label" (the closest class), "confidences" (calibrated probability of each class) and "abstained" (true when the photo looks like none of the classes; label is then only the closest guess).
+            prediction: a dict: "label" (the closest class), "confidences" (calibrated, per class), "abstained".
+            "abstained" is true when the photo looks like none of the classes; "label" is then only the closest guess.
         """
         return predict
 
@@ -101,12 +103,12 @@ class Endpoints:
 
             return guarded("predict_batch", run)
 
-        predict_batch.__doc__ = f"""Classify up to {self.limits.max_batch} photos in one call (one batched forward pass).
+        predict_batch.__doc__ = f"""Classify up to {self.limits.max_batch} photos in one call.
 
         Args:
             images: the photos to classify, as uploaded files.
         Returns:
-            predictions: a list with one dict per photo, in order: "label", "confidences" and "abstained" as /predict returns them.
+            predictions: one dict per photo, in order, with "label", "confidences" and "abstained" as /predict has.
         """
         return predict_batch
 
@@ -120,7 +122,9 @@ class Endpoints:
 
             return guarded("explain", run)
 
-        explain.__doc__ = """Classify one photo and show which pixels decided: the photo with a heat map of the evidence for the answer.
+        explain.__doc__ = """Classify one photo and show which pixels decided.
+
+        The overlay is the photo with a heat map of the evidence for the answer.
 
         Args:
             image: the photo to classify and explain, as an uploaded file or a URL.

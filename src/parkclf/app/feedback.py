@@ -108,7 +108,8 @@ class FeedbackStore:
             self._check_rate(session, now)
             self._times[session].append(now)
             self._all_times.append(now)
-        data = self._encode(path)  # what the loader refuses (not an image, torn, too big) is refused here, outside the lock
+        # what the loader refuses (not an image, torn, too big) is refused here, outside the lock
+        data = self._encode(path)
         photo = digest(path)
         with self._lock:
             if photo not in self._classified.get(session, ()):

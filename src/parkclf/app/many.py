@@ -106,7 +106,8 @@ def thumbnail(image) -> str:
     small.thumbnail((72, 72))
     buf = io.BytesIO()
     small.save(buf, "JPEG", quality=70)
-    return f'<img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}" alt="" width="{small.width}">'
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f'<img src="data:image/jpeg;base64,{data}" alt="" width="{small.width}">'
 
 
 def classify(items: list[Item], classifier: Classifier, limits: ManyLimits) -> Iterator[tuple[Item, str, object]]:

@@ -155,7 +155,7 @@ def _many_photos(classifier: Classifier, opts: AppOptions) -> None:
                          elem_id="many_table", column_widths=["90px", "30%", "15%", "12%", "12%", "25%"])
     download = gr.DownloadButton("Download CSV", visible=False, elem_id="many_csv")
 
-    def run(payloads, progress=gr.Progress()):
+    def run(payloads, progress=gr.Progress()):  # noqa: B008 - Gradio injects progress tracking through this default
         payloads = payloads or []
         try:
             items = many.expand([file_path(f) for f in payloads],
@@ -210,7 +210,8 @@ def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.
             with gr.Tab("One photo"):
                 image = _one_photo(classifier, endpoints, opts, store)
                 if opts.examples:
-                    gr.Examples([[e.path] for e in opts.examples], inputs=[image], label="Examples (public-domain NPS photos)",
+                    gr.Examples([[e.path] for e in opts.examples], inputs=[image],
+                                label="Examples (public-domain NPS photos)",
                                 example_labels=[e.credit for e in opts.examples])
             with gr.Tab("Many photos"):
                 _many_photos(classifier, opts)
@@ -232,7 +233,8 @@ def about_markdown(model_dir: str | None, classifier: Classifier, model_id: str)
                      f"on {sum(t['support'])} photos.  ")
         a = metrics.get("abstain", {})
         if a.get("auroc") is not None:
-            lines.append(f"**Out-of-scope:** AUROC {a['auroc']:.3f}, in-scope answered {a['in_scope_keep_rate']:.0%}.  ")
+            lines.append(f"**Out-of-scope:** AUROC {a['auroc']:.3f}, "
+                         f"in-scope answered {a['in_scope_keep_rate']:.0%}.  ")
         if metrics.get("extra_eval"):
             for k, v in metrics["extra_eval"].items():
                 lines.append(f"**{k}:** {v}  ")

@@ -31,7 +31,8 @@ def site_files(model_dir: str | Path, web_dir: str | Path = WEB_DIR) -> dict[str
     missing = [str(p) for p in files.values() if not p.exists()]
     if missing:
         hint = " Run `cd web && npm ci` first." if any("node_modules" in m for m in missing) else ""
-        hint += " Export the model first: `parkclf export MODEL --photos ...`." if any(".onnx" in m for m in missing) else ""
+        if any(".onnx" in m for m in missing):
+            hint += " Export the model first: `parkclf export MODEL --photos ...`."
         raise UsageError(f"The in-browser page needs {', '.join(missing)}.{hint}")
     return files
 

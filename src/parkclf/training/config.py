@@ -30,8 +30,10 @@ class DataArguments:
         "help": "How many times each training epoch sees each --hard-negatives-dir photo (1: as often as any other)."})
     image_column: str = field(default="image", metadata={"help": "Image column of --dataset."})
     label_column: str = field(default="label", metadata={"help": "Label column of --dataset."})
-    validation_fraction: float = field(default=0.1, metadata={"help": "Held out for model selection when no validation split is given."})
-    test_fraction: float = field(default=0.1, metadata={"help": "Held out for the final metrics when no test split is given."})
+    validation_fraction: float = field(default=0.1, metadata={
+        "help": "Held out for model selection when no validation split is given."})
+    test_fraction: float = field(default=0.1, metadata={
+        "help": "Held out for the final metrics when no test split is given."})
     group_by_source: str | None = field(default=None, metadata={
         "help": "A TSV with columns 'file' (a photo's file name) and 'repo' (its photographer or source): split so "
                 "each source lands in a single split, which is how unseen photographers will test the model."})
@@ -62,25 +64,31 @@ class ModelArguments:
 
 @dataclass
 class TrainArguments:
-    output_dir: str = field(default="out/model", metadata={"help": "Where the save_pretrained folder, metrics and card go."})
+    output_dir: str = field(default="out/model", metadata={
+        "help": "Where the save_pretrained folder, metrics and card go."})
     replace_model: bool = field(default=False, metadata={
         "help": "Replace a model with another label set that --output-dir already holds (else that is refused)."})
     num_train_epochs: float = field(default=4, metadata={"help": "Full fine-tuning epochs (after the head is fitted)."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "Peak learning rate of the top layer; lower layers get less (layer decay)."})
-    layer_decay: float = field(default=0.75, metadata={"help": "Learning-rate factor per layer going down the backbone."})
+    learning_rate: float = field(default=5e-5, metadata={
+        "help": "Peak learning rate of the top layer; lower layers get less (layer decay)."})
+    layer_decay: float = field(default=0.75, metadata={
+        "help": "Learning-rate factor per layer going down the backbone."})
     head_epochs: int = field(default=60, metadata={"help": "Epochs of the head fit on cached features."})
     head_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the head fit."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
     label_smoothing: float = field(default=0.1, metadata={"help": "Label smoothing of the fine-tuning loss."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per process."})
-    early_stopping_patience: int = field(default=2, metadata={"help": "Stop after this many evaluations without improvement."})
+    early_stopping_patience: int = field(default=2, metadata={
+        "help": "Stop after this many evaluations without improvement."})
     seed: int = field(default=42, metadata={"help": "Seed for splits, augmentation and initialisation."})
     bf16: Literal["auto", "true", "false"] = field(default="auto", metadata={
         "help": "bf16 mixed precision: auto (where the CPU or GPU has native bf16), true or false."})
     checkpoint_steps: int = field(default=0, metadata={
         "help": "Evaluate and checkpoint every N optimiser steps, so a kill loses little work (0: at each epoch end)."})
-    push_to_hub: bool = field(default=False, metadata={"help": "Upload the output folder to the Hub (token from HF_TOKEN or `hf auth login`)."})
-    hub_model_id: str | None = field(default=None, metadata={"help": "user/name of the Hub model repo for --push-to-hub."})
+    push_to_hub: bool = field(default=False, metadata={
+        "help": "Upload the output folder to the Hub (token from HF_TOKEN or `hf auth login`)."})
+    hub_model_id: str | None = field(default=None, metadata={
+        "help": "user/name of the Hub model repo for --push-to-hub."})
     hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo private."})
     export_onnx: bool = field(default=True, metadata={
         "help": "Write onnx/ (fp32, int8 where it agrees with torch, and the explanation graphs) for serving without "
@@ -118,4 +126,5 @@ class TrainArguments:
         if self.push_to_hub and not self.hub_model_id:
             raise UsageError("--push-to-hub needs --hub-model-id user/name.")
         if self.checkpoint_steps < 0:
-            raise UsageError(f"--checkpoint-steps {self.checkpoint_steps}: give a number of steps, or 0 for each epoch.")
+            raise UsageError(f"--checkpoint-steps {self.checkpoint_steps}: give a number of steps, or 0 for each "
+                             "epoch.")

@@ -43,7 +43,8 @@ def assemble(data_args: DataArguments) -> DatasetDict:
         raw = data.merge_extra(raw, data_args.extra_data_dir)
     if data_args.negatives_dir or data_args.hard_negatives_dir:
         data.check_hard_negatives(data_args.negatives_dir, data_args.hard_negatives_dir)
-        # hard ones first: listing the same folders under --negatives-dir alone, in the same order, draws the same splits
+        # hard ones first: listing the same folders under --negatives-dir alone, in the same order, draws the same
+        # splits
         raw = data.add_negatives(raw, data_args.hard_negatives_dir + data_args.negatives_dir, OUT_OF_SCOPE)
     return raw
 
@@ -64,7 +65,8 @@ def split(raw: DatasetDict, data_args: DataArguments, seed: int, seeds: list[int
     return members, report.to_dict()
 
 
-def calibrate(model, members: list, pre, labels: list[str], args: TrainArguments) -> tuple[dict, np.ndarray, np.ndarray]:
+def calibrate(model, members: list, pre, labels: list[str],
+              args: TrainArguments) -> tuple[dict, np.ndarray, np.ndarray]:
     """Temperature and abstain threshold on validation photos the scoring model never trained on. Through its
     other members a soup has trained on most of each member's validation photos, so it is calibrated on out-of-fold
     logits instead: each member on its own validation split."""
@@ -125,7 +127,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
     model.config.update(calib)
     model.config.title = args.title or f"Image classifier: {', '.join(n for n in labels if n != OUT_OF_SCOPE)}"
     splits = members_splits[0]
-    metrics = evaluate(model, splits, pre, labels, calib, val, model_args, args, data_args.data_dir or data_args.dataset)
+    source = data_args.data_dir or data_args.dataset
+    metrics = evaluate(model, splits, pre, labels, calib, val, model_args, args, source)
     # the export is checked on photos the model never trained on: the test and validation splits
     photos = [im.get("path") or im.get("bytes") for s in ("test", "validation") for im in splits[s]["image"]]
     exported = outputs.save(out, model, processor, metrics, report, data_args, args, photos)

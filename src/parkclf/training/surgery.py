@@ -109,7 +109,8 @@ def set_center_crop(processor, fraction: float):
     from transformers import DeiTImageProcessor
 
     if not 0.5 <= fraction <= 1:
-        raise UsageError(f"--center-crop {fraction}: give the share of each side to keep, between 0.5 and 1 (e.g. 0.8).")
+        raise UsageError(f"--center-crop {fraction}: give the share of each side to keep, between 0.5 and 1 "
+                         "(e.g. 0.8).")
     pre = preprocessor(processor)
     if not pre.fixed_size:
         raise UsageError(f"--center-crop supports processors that resize to height x width (ViT, DeiT); this one "
