@@ -75,15 +75,31 @@ def median_ms(fn, arg, n: int) -> float:
     return round(statistics.median(times), 1)
 
 
-def forward(model_dir: Path, photo: Path, n: int) -> dict:
-    """The forward pass alone, batch 1, on the same pixel values: what each engine costs."""
-    from parkclf.classifier import Classifier
+FORWARD = """
+import json, sys, time, statistics
+from parkclf.classifier import Classifier
+from parkclf.processing import open_images
+model, engine, photo, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+clf = Classifier.from_pretrained(model, engine=engine)
+pv = clf.pixel_values(open_images([photo], clf.preprocessor))
+clf.engine.logits(pv)
+times = []
+for _ in range(n):
+    t = time.perf_counter()
+    clf.engine.logits(pv)
+    times.append((time.perf_counter() - t) * 1000)
+print(json.dumps({"engine": clf.engine.name, "ms": round(statistics.median(times), 1)}))
+"""
 
+
+def forward(model_dir: Path, photo: Path, n: int) -> dict:
+    """The forward pass alone, batch 1, on the same pixel values: what each engine costs. Each engine in a process
+    of its own, as each server has: torch's idle OpenMP threads would otherwise spin beside ONNX Runtime's."""
     out = {}
-    for name, engine in (("torch", "torch"), ("onnx", "onnx")):
-        clf = Classifier.from_pretrained(str(model_dir), engine=engine)
-        pv = clf.pixel_values(clf_images(clf, photo))
-        out[name] = {"engine": clf.engine.name, "ms": median_ms(clf.engine.logits, pv, n)}
+    for engine in ("torch", "onnx"):
+        r = subprocess.run([sys.executable, "-c", FORWARD, str(model_dir), engine, str(photo), str(n)], cwd=ROOT,
+                           capture_output=True, text=True, check=True)
+        out[engine] = json.loads(r.stdout.strip().splitlines()[-1])
     out["speedup_onnx_vs_torch"] = round(out["torch"]["ms"] / out["onnx"]["ms"], 2)
     return out
 
@@ -94,19 +110,41 @@ def clf_images(clf, photo):
     return open_images([str(photo)], clf.preprocessor)
 
 
-def in_process(model_dir: Path, images: dict[str, Path], n: int) -> dict:
-    """One photo end to end (decode, preprocess, forward, answer): the naive pipeline and both engines."""
+END_TO_END = """
+import json, sys, time, statistics
+from PIL import Image
+model, path, n, photos = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+if path == "naive":
     from transformers import pipeline
-
+    naive = pipeline("image-classification", model=model)
+    fn = lambda p: naive(Image.open(p).convert("RGB"))
+else:
     from parkclf.classifier import Classifier
+    fn = Classifier.from_pretrained(model, engine=path).predict
+out = {}
+for photo in photos:
+    fn(photo)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn(photo)
+        times.append((time.perf_counter() - t) * 1000)
+    out[photo] = round(statistics.median(times), 1)
+print(json.dumps(out))
+"""
 
-    naive = pipeline("image-classification", model=str(model_dir))
-    paths = {"naive": lambda p: naive(Image.open(p).convert("RGB"))}
-    for engine in ("torch", "onnx"):
-        paths[engine] = Classifier.from_pretrained(str(model_dir), engine=engine).predict
+
+def in_process(model_dir: Path, images: dict[str, Path], n: int) -> dict:
+    """One photo end to end (decode, preprocess, forward, answer): the naive pipeline and both engines, each in a
+    process of its own."""
+    times = {}
+    for path in ("naive", "torch", "onnx"):
+        r = subprocess.run([sys.executable, "-c", END_TO_END, str(model_dir), path, str(n),
+                            *(str(p) for p in images.values())], cwd=ROOT, capture_output=True, text=True, check=True)
+        times[path] = json.loads(r.stdout.strip().splitlines()[-1])
     rows = {}
-    for name, path in images.items():
-        rows[name] = {k: median_ms(fn, str(path), n) for k, fn in paths.items()}
+    for name, photo in images.items():
+        rows[name] = {k: times[k][str(photo)] for k in times}
         rows[name]["speedup_onnx_vs_torch"] = round(rows[name]["torch"] / rows[name]["onnx"], 2)
         rows[name]["speedup_onnx_vs_naive"] = round(rows[name]["naive"] / rows[name]["onnx"], 2)
     return rows
@@ -209,7 +247,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--smoke", action="store_true", help="a few iterations only (CI)")
     ap.add_argument("--model", default=str(EMBEDDED))
     a = ap.parse_args(argv)
-    n = 2 if a.smoke else 20
+    n = 2 if a.smoke else 30
     model = Path(a.model)
     images = twelve_mp(Path(tempfile.mkdtemp()))
     files = shared_photos()[: 5 if a.smoke else None]

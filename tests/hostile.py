@@ -86,7 +86,7 @@ def cases() -> list[tuple[str, bytes, str, str]]:
          "pic.svg", "refuse"),
         ("pdf", b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", "doc.pdf", "refuse"),
         ("svg_script", b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(document.cookie)</script></svg>',
-         "pic.svg", "refuse"),
+         "script.svg", "refuse"),
         ("html_as_svg", b"<!doctype html><html><script>fetch('/x')</script></html>", "drawing.svg", "refuse"),
         ("truncated_tiff", animated("TIFF")[:2000], "torn.tiff", "refuse"),
         ("truncated_webp", _save(_photo(), "WEBP", quality=80)[:300], "torn.webp", "refuse"),

@@ -71,7 +71,12 @@ class SmoothedTrainer(Trainer):
 
     def _load_best_model(self):
         # The Trainer's own best-model load reads raw state-dict keys; with transformers 5's renamed ViT modules it
-        # loads nothing and warns about every key. train_member reloads the best checkpoint with from_pretrained.
+        # loads nothing and warns about every key. fine_tune reloads the best checkpoint with from_pretrained.
+        pass
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        # Resuming: the same raw load, the same warnings. train_member has already loaded the checkpoint's weights
+        # with from_pretrained; the Trainer still restores the optimizer, scheduler, RNG and step itself.
         pass
 
 
