@@ -72,6 +72,34 @@ def tiny_vit(tmp_path_factory) -> Path:
     return save_tiny_vit(tmp_path_factory.mktemp("tiny-vit"))
 
 
+@pytest.fixture(scope="module")
+def server():
+    """The real app (python app.py) on a loopback port, for a module's live or browser tests."""
+    from live import AppServer
+
+    if not EMBEDDED.exists():
+        pytest.skip(f"the embedded model {EMBEDDED} is missing")
+    srv = AppServer()
+    srv.wait()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium driven by Playwright (which cannot download browsers here)."""
+    from live import CHROMIUM, CHROMIUM_FLAGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: apt-get install -y chromium (the README's test command does it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
 @pytest.fixture
 def imagefolder(tmp_path) -> Path:
     return make_imagefolder(tmp_path / "data")

@@ -10,21 +10,10 @@ import subprocess
 
 import pytest
 
-from conftest import EMBEDDED, ROOT
-from live import AppServer
+from conftest import ROOT
 
 pytestmark = pytest.mark.live
 PHOTO = ROOT / "examples" / "seki-giant-sequoia-tree.jpg"
-
-
-@pytest.fixture(scope="module")
-def server():
-    if not EMBEDDED.exists():
-        pytest.skip(f"the embedded model {EMBEDDED} is missing")
-    srv = AppServer()
-    srv.wait()
-    yield srv
-    srv.stop()
 
 
 async def mcp_session(url: str, work):

@@ -1,43 +1,24 @@
 """Browser tier: Debian's chromium, driven by Playwright, uploads a photo and reads the answer."""
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from conftest import EMBEDDED, ROOT, make_photo
+from conftest import ROOT, make_photo
 from hostile import bomb_png, cases
 from live import AppServer
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("PARKCLF_ARTIFACTS", ROOT / "artifacts"))
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 
 @pytest.fixture(scope="module")
-def server():
-    if not EMBEDDED.exists():
-        pytest.skip(f"the embedded model {EMBEDDED} is missing")
-    srv = AppServer()
-    srv.wait()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def page():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: apt-get install -y chromium (the README's test command does it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
-        browser.close()
+def page(browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    yield page
+    page.close()
 
 
 PHOTO_INPUT = "#photo input[type=file]"

@@ -17,7 +17,6 @@ import contextlib
 import functools
 import json
 import os
-import shutil
 import tempfile
 import threading
 import types
@@ -38,9 +37,6 @@ MODEL = Path(os.environ.get("PARKCLF_WEB_MODEL", ROOT / "models" / "parks-vit-sm
 ONNX = MODEL / "onnx" / "model_quantized.onnx"
 PARKS_CLASSES = ("sequoia", "yellowstone", "yosemite")
 PER_CLASS = int(os.environ.get("PARKCLF_WEB_PER_CLASS", "17"))
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 ARTIFACTS = Path(os.environ.get("PARKCLF_ARTIFACTS", ROOT / "artifacts"))
 
 pytestmark = [
@@ -162,18 +158,6 @@ def reference() -> AppReference:
 def server():
     with serve_offline(photos_dir=PARKS if PARKS.exists() else None) as base:
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: apt-get install -y chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 class OfflinePage:

@@ -87,8 +87,7 @@ class Endpoints:
         Args:
             image: the photo to classify (JPEG, PNG, WebP, HEIC, GIF...), as an uploaded file or a URL.
         Returns:
-            prediction: a dict: "label" (the closest class), "confidences" (calibrated, per class), "abstained".
-            "abstained" is true when the photo looks like none of the classes; "label" is then only the closest guess.
+            prediction: {{"label": closest class, "confidences": calibrated per class, "abstained": true if none fits}}
         """
         return predict
 
@@ -103,12 +102,13 @@ class Endpoints:
 
             return guarded("predict_batch", run)
 
-        predict_batch.__doc__ = f"""Classify up to {self.limits.max_batch} photos in one call.
+        predict_batch.__doc__ = f"""Classify up to {self.limits.max_batch} photos in one call
+        (one batched forward pass).
 
         Args:
             images: the photos to classify, as uploaded files.
         Returns:
-            predictions: one dict per photo, in order, with "label", "confidences" and "abstained" as /predict has.
+            predictions: one dict per photo, in order: "label", "confidences" and "abstained" as /predict returns them.
         """
         return predict_batch
 
@@ -122,9 +122,8 @@ class Endpoints:
 
             return guarded("explain", run)
 
-        explain.__doc__ = """Classify one photo and show which pixels decided.
-
-        The overlay is the photo with a heat map of the evidence for the answer.
+        explain.__doc__ = """Classify one photo and show which pixels decided:
+        the photo with a heat map of the evidence for the answer.
 
         Args:
             image: the photo to classify and explain, as an uploaded file or a URL.

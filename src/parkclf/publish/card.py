@@ -17,9 +17,10 @@ TEMPLATE = """---
 Image classifier for **{{ labels | join(", ") }}**, fine-tuned from `{{ base_model }}` with this project's
 `train.py`. Upload a photo and it answers one of these classes, or says the photo is none of them.
 {%- if soup_seeds | length > 1 %}
-Its weights are the mean of the weights of {{ soup_seeds | length }} models fine-tuned with seeds {{ soup_seeds | join(", ") }},
-each on its own validation split, all with the same test split (a uniform model soup, `--soup {{ soup_seeds | length }}`),
-so it costs one model to run. Its calibration was fitted on each member's own validation photos.
+Its weights are the mean of the weights of {{ soup_seeds | length }} models fine-tuned with
+seeds {{ soup_seeds | join(", ") }}, each on its own validation split, all with the same test split (a uniform model
+soup, `--soup {{ soup_seeds | length }}`), so it costs one model to run. Its calibration was fitted on each member's
+own validation photos.
 {%- endif %}
 
 ## Results (held-out test split, {{ n_test }} photos)
@@ -76,17 +77,20 @@ on {{ export.n_photos }} photos it never trained on:
 
 ## Calibration and abstaining
 
-Softmax temperature {{ "%.3f" | format(calibration.calibration_temperature) }} (fitted on the validation split{% if soup_seeds | length > 1 %}s of its members, each scored by its own member, which never trained on it{% endif %}). The app answers
-"not one of my classes" when the calibrated probability of the best class is below
+Softmax temperature {{ "%.3f" | format(calibration.calibration_temperature) }} (fitted on the validation
+split{% if soup_seeds | length > 1 %}s of its members, each scored by its own member, which never trained on
+it{% endif %}). The app answers "not one of my classes" when the calibrated probability of the best class is below
 {{ "%.3f" | format(calibration.abstain_threshold) }}{% if calibration.out_of_scope_label %}; the model also has an
-out-of-scope class `{{ calibration.out_of_scope_label }}` trained on negative photos{% endif %}. Both live in `config.json`.
+out-of-scope class `{{ calibration.out_of_scope_label }}` trained on negative photos{% endif %}. Both live in
+`config.json`.
 
 ## Training data
 
 - Source: `{{ source }}`; classes from folder names.
 - Counts per split: {{ counts }}.
 {%- if hard_negatives %}
-- Of the `{{ calibration.out_of_scope_label }}` training photos, {{ hard_negatives.photos_in_train }} are hard negatives (`--hard-negatives-dir`), each seen
+- Of the `{{ calibration.out_of_scope_label }}` training photos,
+  {{ hard_negatives.photos_in_train }} are hard negatives (`--hard-negatives-dir`), each seen
   {{ hard_negatives.repeat }} times per epoch.
 {%- endif %}
 - Unreadable files skipped: {{ n_unreadable }}; near-duplicates dropped from train because they matched a
@@ -117,8 +121,8 @@ console.log(await clf("photo.jpg"));
 ```
 {%- endif %}
 
-A plain pipeline ranks the classes, `{{ calibration.out_of_scope_label or "none" }}` included, with the raw softmax; the calibrated answer and
-the abstain rule above are what this project's app and `parkclf predict` give.
+A plain pipeline ranks the classes, `{{ calibration.out_of_scope_label or "none" }}` included, with the raw softmax;
+the calibrated answer and the abstain rule above are what this project's app and `parkclf predict` give.
 
 From a running Space or `python app.py`:
 
@@ -178,7 +182,8 @@ def write(out: Path, *, metrics: dict, report: dict, base_model: str, dataset: s
         abstain=metrics["abstain"], source=dataset or metrics.get("source"), counts=report.get("counts"),
         n_unreadable=len(report.get("unreadable", [])), n_dupes=len(report.get("duplicates_dropped", [])),
         hard_negatives=report.get("hard_negatives"),
-        provenance=provenance, extra=extra, export=export, soup_seeds=metrics.get("soup_seeds", []), repo_id=hub_model_id or str(out),
+        provenance=provenance, extra=extra, export=export, soup_seeds=metrics.get("soup_seeds", []),
+        repo_id=hub_model_id or str(out),
         space_or_url="user/space-name or http://127.0.0.1:7860")
     card.save(out / "README.md")
     return card
@@ -193,7 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import json
 
-    p = argparse.ArgumentParser(prog="parkclf card", description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="parkclf card", description=main.__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder")
     p.add_argument("--card-notes", help="markdown added to the training-data section (kept as FOLDER/card_notes.md; "
                                         "without it, that file is used)")
