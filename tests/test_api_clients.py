@@ -7,6 +7,7 @@ import base64
 import json
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -61,6 +62,19 @@ def test_the_readme_curl_example_runs_as_written(server, tmp_path):
     assert "event: complete" in r.stdout, r.stdout
     data = json.loads(r.stdout.split("event: complete")[1].split("data:", 1)[1].strip().splitlines()[0])
     assert data[0]["label"] == "sequoia" and data[0]["abstained"] is False, data
+
+
+def test_the_readme_python_example_runs_as_written(server):
+    """The README's gradio_client example, pointed at this server, in a separate process: it prints the answer."""
+    block = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    code = next(b for b in block if "from gradio_client import Client" in b)
+    code = code.replace('"http://127.0.0.1:7860"', repr(server.url))
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    printed = [line for line in r.stdout.splitlines() if line.startswith(("{", "["))]  # not "Loaded as API: ..."
+    first = ast.literal_eval(printed[0])
+    assert first["label"] == "sequoia" and not first["abstained"]
+    assert len(ast.literal_eval(printed[1])) == 2
 
 
 def test_api_page_names_inputs_and_outputs(server):
