@@ -22,6 +22,21 @@ def occlude(pixel_values, patches, patch):
     return x
 
 
+def drops(model, pv, heat, target, rng) -> tuple[float, float]:
+    """How much the target's probability falls when the top eighth of the map is hidden, and (mean of three) when
+    as many random patches are."""
+    patch, k = model.config.patch_size, heat.size // 8
+
+    def prob(x):
+        with torch.no_grad():
+            return torch.softmax(model(pixel_values=x).logits.float(), -1)[0, target].item()
+
+    base = prob(pv)
+    top = base - prob(occlude(pv, np.argsort(heat.ravel())[::-1][:k], patch))
+    random = np.mean([base - prob(occlude(pv, rng.choice(heat.size, k, replace=False), patch)) for _ in range(3)])
+    return top, random
+
+
 @needs_shared
 @pytest.mark.skipif(not EMBEDDED.exists(), reason="the embedded model is missing")
 def test_occluding_the_top_region_hurts_more_than_a_random_region():
@@ -34,18 +49,9 @@ def test_occluding_the_top_region_hurts_more_than_a_random_region():
     for f in files:
         pv = torch.from_numpy(clf.pixel_values(open_images([str(f)], clf.preprocessor)))
         heat, logits = relevance_map(clf.engine.model, pv, real)
-        target = real[int(logits[0, real].argmax())]
-        k = heat.size // 8  # an eighth of the image
-        patch = clf.engine.model.config.patch_size
-
-        def prob(x, target=target):
-            with torch.no_grad():
-                return torch.softmax(clf.engine.model(pixel_values=x).logits.float(), -1)[0, target].item()
-
-        base = prob(pv)
-        top_drops.append(base - prob(occlude(pv, np.argsort(heat.ravel())[::-1][:k], patch)))
-        random_drops.append(np.mean([base - prob(occlude(pv, rng.choice(heat.size, k, replace=False), patch))
-                                     for _ in range(3)]))
+        top, random = drops(clf.engine.model, pv, heat, real[int(logits[0, real].argmax())], rng)
+        top_drops.append(top)
+        random_drops.append(random)
     assert np.mean(top_drops) > np.mean(random_drops), (np.mean(top_drops), np.mean(random_drops))
 
 
@@ -69,7 +75,6 @@ def test_the_onnx_explanation_points_where_torchs_does_and_passes_the_occlusion_
     ref.engine.model.float()
     files = [f for park in ("yosemite", "yellowstone", "sequoia") for f in sorted((PARKS / park).iterdir())[6:10]]
     rng = np.random.default_rng(1)
-    patch = ref.engine.model.config.patch_size
     top_drops, random_drops, corr = [], [], []
     for f in files:
         pv = onnx.pixel_values(open_images([str(f)], onnx.preprocessor))
@@ -77,15 +82,8 @@ def test_the_onnx_explanation_points_where_torchs_does_and_passes_the_occlusion_
         torch_heat, _ = relevance_map(ref.engine.model, torch.from_numpy(pv), onnx.real_ids)
         corr.append(np.corrcoef(heat.ravel(), torch_heat.ravel())[0, 1])
         target = onnx.real_ids[int(logits[0, onnx.real_ids].argmax())]
-        x, k = torch.from_numpy(pv), heat.size // 8
-
-        def prob(x, target=target):
-            with torch.no_grad():
-                return torch.softmax(ref.engine.model(pixel_values=x).logits.float(), -1)[0, target].item()
-
-        base = prob(x)
-        top_drops.append(base - prob(occlude(x, np.argsort(heat.ravel())[::-1][:k], patch)))
-        random_drops.append(np.mean([base - prob(occlude(x, rng.choice(heat.size, k, replace=False), patch))
-                                     for _ in range(3)]))
+        top, random = drops(ref.engine.model, torch.from_numpy(pv), heat, target, rng)
+        top_drops.append(top)
+        random_drops.append(random)
     assert min(corr) > 0.95, corr
     assert np.mean(top_drops) > np.mean(random_drops), (np.mean(top_drops), np.mean(random_drops))

@@ -299,3 +299,18 @@ def test_cuda_bf16_training_gives_a_checkpoint_that_serves_on_cpu(tiny_vit, imag
         c = cpu(pixel_values=x).logits
     assert (g.argmax(-1) == c.argmax(-1)).float().mean() >= 0.75
     assert torch.allclose(g, c, atol=0.1)
+
+
+def test_a_rerendered_card_keeps_its_base_model_licence_and_notes(tiny_vit, imagefolder, tmp_path):
+    """`parkclf card` and `parkclf export` re-render the card: what training wrote into it stays."""
+    from parkclf.publish import card
+
+    notes = tmp_path / "notes.md"
+    notes.write_text("- Photos: my own, CC-BY.")
+    out = tmp_path / "out"
+    main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
+          "--freeze-backbone", "--base-model-id", "org/base", "--license", "mit", "--card-notes", str(notes), *FAST])
+    card.rerender(out)
+    text = (out / "README.md").read_text()
+    assert "base_model: org/base" in text and "license: mit" in text and "my own, CC-BY" in text
+    assert card.rerender(tmp_path) is None  # not a train.py folder: nothing to re-render

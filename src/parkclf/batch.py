@@ -351,18 +351,14 @@ def decode(source: ImageSource, pre: Preprocessor, draft: int) -> tuple[np.ndarr
         return None, str(e)
     except FileNotFoundError:  # load_image reads the size before it opens the file
         return None, "The file is gone (moved or deleted after the run listed it)."
-    except OSError as e:
+    except OSError as e:  # a decoder's own exceptions are ImageError already (load_image maps them)
         return None, f"The file could not be read ({type(e).__name__}: {e.strerror or e}); check its permissions."
-    except Exception as e:  # a decoder's own bug (a torn multi-page TIFF raises TypeError): one photo must not stop
-        # a library, and the rerun would stop at the same photo again
-        logger.warning("%s while decoding a photo; it gets a row with the error", type(e).__name__, exc_info=True)
-        return None, f"The image could not be decoded ({type(e).__name__})."
 
 
 def batch_rows(clf: Classifier, keys: list[str], decoded: list[tuple[np.ndarray | None, str]]) -> list[dict]:
     ok = [k for k, (pixels, _) in enumerate(decoded) if pixels is not None]
-    # Classifier.predict_images in two halves: the threads did the preprocessing, the engine runs here
-    preds = clf.predictions(clf.engine.logits(np.stack([decoded[k][0] for k in ok]))) if ok else []
+    # the threads did the preprocessing; the engine runs here
+    preds = clf.predict_pixels(np.stack([decoded[k][0] for k in ok])) if ok else []
     by_slot = dict(zip(ok, preds, strict=True))
     return [prediction_row(key, by_slot.get(k), error, clf.labels)
             for k, (key, (_, error)) in enumerate(zip(keys, decoded, strict=True))]

@@ -76,8 +76,12 @@ class Classifier:
                                   abstained=bool(s < self.threshold), score=float(s)))
         return out
 
+    def predict_pixels(self, pixel_values: np.ndarray) -> list[Prediction]:
+        """Predictions for pixel_values already made by :attr:`preprocessor` (e.g. in decoding threads)."""
+        return self.predictions(self.engine.logits(pixel_values)) if len(pixel_values) else []
+
     def predict_images(self, images: Sequence[Image.Image]) -> list[Prediction]:
-        return self.predictions(self.logits(images)) if images else []
+        return self.predict_pixels(self.pixel_values(images)) if images else []
 
     def predict(self, source: ImageSource) -> Prediction:
         return self.predict_batch([source])[0]

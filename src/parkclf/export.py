@@ -207,17 +207,15 @@ def _validate(onnx_dir: Path, model, real_ids, pv, ref, config, patch: int) -> t
         corr, logits = _relevance_check(model, real_ids, pv, _session(onnx_dir / EXPLAIN_FILES[precision]), patch)
         graphs[EXPLAIN_FILES[precision]] = {**_agreement(ref[:len(logits)], logits, config),
                                             "min_relevance_correlation": corr}
-    for precision in ("int8",):
-        for name in (MODEL_FILES[precision], EXPLAIN_FILES[precision]):
-            row = graphs[name]
-            short = [f"{k} {row[k]:.4f} < {v}" for k, v in (("top1_agreement", MIN_TOP1_AGREEMENT),
-                                                            ("abstain_agreement", MIN_ABSTAIN_AGREEMENT),
-                                                            ("min_relevance_correlation", MIN_RELEVANCE_CORRELATION))
-                     if k in row and row[k] < v]
-            if short:
-                (onnx_dir / name).unlink()
-                notes.append(f"`{name}` was not kept: {'; '.join(short)}.")
-                del graphs[name]
+    limits = (("top1_agreement", MIN_TOP1_AGREEMENT), ("abstain_agreement", MIN_ABSTAIN_AGREEMENT),
+              ("min_relevance_correlation", MIN_RELEVANCE_CORRELATION))
+    for name in (MODEL_FILES["int8"], EXPLAIN_FILES["int8"]):  # an int8 graph is kept only where it agrees
+        row = graphs[name]
+        short = [f"{k} {row[k]:.4f} < {v}" for k, v in limits if k in row and row[k] < v]
+        if short:
+            (onnx_dir / name).unlink()
+            notes.append(f"`{name}` was not kept: {'; '.join(short)}.")
+            del graphs[name]
     return graphs, notes
 
 
@@ -276,7 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = export(folder, photos=files, int8_only=a.int8_only)
     from .publish import card
 
-    card.refresh_export(folder, report)
+    card.rerender(folder)  # a train.py folder's card shows the new graphs; others are left as they are
     if a.push_to_hub:
         from .publish import hub
 

@@ -124,14 +124,18 @@ def header(source: ImageSource) -> tuple[int, int, str | None]:
             source.seek(start)
 
 
+def price(source: ImageSource, *, draft_size: int | None, max_pixels: int = MAX_PIXELS) -> int:
+    """The pixels one image will decode, read from its header; ImageError if it is unreadable or over
+    ``max_pixels``."""
+    w, h, fmt = header(source)
+    check_size(w, h, max_pixels)
+    return decoded_pixels(w, h, fmt, draft_size)
+
+
 def check_budget(sources, *, draft_size: int | None, budget: int, max_pixels: int = MAX_PIXELS) -> None:
     """Refuse a request, before decoding anything, when one image is over ``max_pixels`` or all of them together
     would decode more than ``budget`` pixels."""
-    total = 0
-    for s in sources:
-        w, h, fmt = header(s)
-        check_size(w, h, max_pixels)
-        total += decoded_pixels(w, h, fmt, draft_size)
+    total = sum(price(s, draft_size=draft_size, max_pixels=max_pixels) for s in sources)
     if total > budget:
         raise ImageError(f"These {len(sources)} images would decode to {total / 1e6:.0f} megapixels; one request may "
                          f"hold at most {budget / 1e6:.0f}. Send fewer or smaller images (JPEG photos cost least).")

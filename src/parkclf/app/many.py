@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..classifier import Classifier
-from ..images import IMAGE_EXTENSIONS, MAX_BYTES, ImageError, decoded_pixels, header, is_hidden, load_image
+from ..images import IMAGE_EXTENSIONS, MAX_BYTES, ImageError, is_hidden, load_image
+from ..images import price as image_price
 from ..processing import draft_size
 
 
@@ -92,8 +93,7 @@ def price(items: list[Item], classifier: Classifier, limits: ManyLimits) -> None
         if item.error:
             continue
         try:
-            w, h, fmt = header(item.source)
-            total += decoded_pixels(w, h, fmt, ds)
+            total += image_price(item.source, draft_size=ds)
         except ImageError as e:
             item.error = str(e)
     if total > limits.run_pixels:

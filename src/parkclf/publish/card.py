@@ -6,6 +6,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..errors import UsageError
+
 CONFUSION_PNG = "confusion_matrix.png"
 
 TEMPLATE = """---
@@ -189,6 +191,26 @@ def write(out: Path, *, metrics: dict, report: dict, base_model: str, dataset: s
     return card
 
 
+def rerender(folder: str | Path, *, notes: str | None = None, base_model: str | None = None,
+             license: str | None = None, hub_model_id: str | None = None) -> ModelCard | None:
+    """Re-render the card of a folder train.py wrote, from its metrics.json, data_report.json and onnx/export.json.
+    Base model, licence and repo id default to what the card already says, so a re-render keeps them. Returns None
+    for a folder train.py did not write (no metrics.json or data_report.json)."""
+    import json
+
+    folder = Path(folder)
+    if not ((folder / "metrics.json").exists() and (folder / "data_report.json").exists()):
+        return None
+    metrics = json.loads((folder / "metrics.json").read_text())
+    old = ModelCard.load(folder / "README.md").data if (folder / "README.md").exists() else ModelCardData()
+    exported = folder / "onnx" / "export.json"
+    return write(folder, metrics=metrics, report=json.loads((folder / "data_report.json").read_text()),
+                 base_model=base_model or old.base_model or metrics["base_model"], dataset=None,
+                 license=license or old.license or "apache-2.0", hub_model_id=hub_model_id,
+                 provenance=keep_notes(folder, notes), title=json.loads((folder / "config.json").read_text()).get("title"),
+                 export=json.loads(exported.read_text()) if exported.exists() else None)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Re-render a trained folder's card from its metrics.json, data_report.json and onnx/export.json (e.g. after
     editing notes).
@@ -196,25 +218,20 @@ def main(argv: list[str] | None = None) -> None:
         parkclf card models/parks-vit-small --card-notes models/parks-vit-small/card_notes.md
     """
     import argparse
-    import json
 
     p = argparse.ArgumentParser(prog="parkclf card", description=main.__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder")
     p.add_argument("--card-notes", help="markdown added to the training-data section (kept as FOLDER/card_notes.md; "
                                         "without it, that file is used)")
-    p.add_argument("--base-model", help="Hub id of the base model (default: the one in metrics.json)")
-    p.add_argument("--license", default="apache-2.0")
+    p.add_argument("--base-model", help="Hub id of the base model (default: the card's, else metrics.json's)")
+    p.add_argument("--license", help="the card's licence (default: the card's, else apache-2.0)")
     p.add_argument("--hub-model-id")
     a = p.parse_args(argv)
-    out = Path(a.folder)
-    metrics = json.loads((out / "metrics.json").read_text())
-    config = json.loads((out / "config.json").read_text())
-    exported = out / "onnx" / "export.json"
-    write(out, metrics=metrics, report=json.loads((out / "data_report.json").read_text()),
-          base_model=a.base_model or metrics["base_model"], dataset=None, license=a.license,
-          hub_model_id=a.hub_model_id, provenance=keep_notes(out, a.card_notes),
-          title=config.get("title"), export=json.loads(exported.read_text()) if exported.exists() else None)
+    if rerender(a.folder, notes=a.card_notes, base_model=a.base_model, license=a.license,
+                hub_model_id=a.hub_model_id) is None:
+        raise UsageError(f"{a.folder} has no metrics.json and data_report.json: only a train.py output folder has a "
+                         "card to re-render.")
 
 
 NOTES = "card_notes.md"
@@ -227,16 +244,3 @@ def keep_notes(folder: Path, notes: str | None) -> str:
     if notes and Path(notes).resolve() != kept.resolve():
         kept.write_text(Path(notes).read_text())
     return kept.read_text() if kept.exists() else ""
-
-
-def refresh_export(folder: Path, export: dict) -> None:
-    """After ``parkclf export``: re-render the card of a folder train.py wrote, so it shows the new graphs."""
-    folder = Path(folder)
-    if (folder / "metrics.json").exists() and (folder / "data_report.json").exists():
-        import json
-
-        metrics = json.loads((folder / "metrics.json").read_text())
-        config = json.loads((folder / "config.json").read_text())
-        write(folder, metrics=metrics, report=json.loads((folder / "data_report.json").read_text()),
-              base_model=metrics["base_model"], dataset=None, license="apache-2.0", hub_model_id=None,
-              title=config.get("title"), export=export, provenance=keep_notes(folder, None))
