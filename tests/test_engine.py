@@ -40,7 +40,7 @@ print(clf.engine.name, "torch" in sys.modules, "transformers" in sys.modules)
 """
     r = run_python(code)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.split() == ["onnxruntime-int8", "False", "False"], r.stdout
+    assert r.stdout.split() == ["openvino-int8-static", "False", "False"], r.stdout
 
 
 def test_auto_picks_onnx_where_the_checkpoint_has_it_and_torch_else(tiny_vit, tmp_path):

@@ -39,7 +39,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .classifier import Classifier, Prediction
-from .engine import cpu_threads
+from .engine import ENGINES, cpu_threads
 from .errors import UsageError
 from .images import ImageError, ImageSource, image_files, is_hidden, load_image
 from .processing import Preprocessor, draft_size
@@ -485,8 +485,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     embedded = EMBEDDED_MODEL.is_dir()
     p.add_argument("--model", default=str(EMBEDDED_MODEL) if embedded else None, required=not embedded,
                    help="a checkpoint folder or Hub model id" + (" (default: the embedded model)" if embedded else ""))
-    p.add_argument("--engine", default="auto", choices=["auto", "onnx", "onnx-fp32", "onnx-int8", "torch"],
-                   help="auto: ONNX Runtime where the checkpoint has onnx/, else torch (as the app)")
+    p.add_argument("--engine", default="auto", choices=ENGINES,
+                   help="auto: the app's choice (OpenVINO on the static int8 graph, else ONNX Runtime, else torch)")
     p.add_argument("--output", required=True, type=Path, help="the table, .csv, .jsonl or .parquet; rerunning the "
                    "same command adds only the photos it lacks")
     p.add_argument("--sort-into", type=Path, metavar="DIR", help="also place each photo in DIR/<label>/, "

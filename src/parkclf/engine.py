@@ -1,4 +1,5 @@
-"""The engine runs the model: ONNX Runtime when the checkpoint has ``onnx/``, else torch. Nothing else knows which.
+"""The engine runs the model: OpenVINO on the static int8 graph where export calibrated one, else ONNX Runtime when
+the checkpoint has ``onnx/``, else torch. Nothing else knows which.
 
 Both take the same ``pixel_values`` (NumPy, from :mod:`parkclf.processing`) and return NumPy logits, and both
 explain a prediction by gradient x activation on the input of the last block's attention (see
@@ -61,8 +62,11 @@ class OnnxEngine:
         self.patch_size = patch_size
         self._ort = ort
         self._threads = threads or cpu_threads()
-        self.session = self._session(self.folder / MODEL_FILES[self.precision])
+        self.session = self._forward()
         self._explain = None
+
+    def _forward(self):
+        return self._session(self.folder / MODEL_FILES[self.precision])
 
     def _pick(self, precision: str) -> str:
         if precision != "auto":
@@ -105,6 +109,51 @@ class OnnxEngine:
         return heat_from_tokens(tokens[0], pixel_values.shape[-2:], self.patch_size), logits
 
 
+class OpenVinoEngine(OnnxEngine):
+    """OpenVINO on the CPU, over the same int8 weights with the fixed activation scales that export calibrated
+    (:mod:`parkclf.static_int8`): int8 matrix kernels and no per-photo quantisation pass. Explanations still run
+    the relevance graph on ONNX Runtime (inherited)."""
+
+    def __init__(self, folder: str | Path, *, patch_size: int, threads: int | None = None):
+        import threading
+
+        super().__init__(folder, precision="int8", patch_size=patch_size, threads=threads)
+        self.name = "openvino-int8-static"
+        self._lock = threading.Lock()  # one infer request: Gradio runs two requests at once
+
+    def _forward(self):
+        import io
+
+        import openvino as ov
+
+        from .static_int8 import load_ranges, static_graph
+
+        core = ov.Core()
+        graph = core.read_model(io.BytesIO(static_graph(self.folder / MODEL_FILES["int8"], load_ranges(self.folder))))
+        compiled = core.compile_model(graph, "CPU", {"INFERENCE_NUM_THREADS": self._threads,
+                                                     "PERFORMANCE_HINT": "LATENCY"})
+        return compiled.create_infer_request()
+
+    def logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        # fixed scales: a photo's answer does not depend on its batch-mates, so a batch runs as one
+        with self._lock:
+            return self.session.infer({0: np.ascontiguousarray(pixel_values, np.float32)})[0].copy()
+
+
+def has_static_int8(folder: str | Path) -> bool:
+    from .static_int8 import RANGES_FILE
+
+    onnx_dir = Path(folder) / ONNX_DIR
+    if not ((onnx_dir / RANGES_FILE).exists() and (onnx_dir / MODEL_FILES["int8"]).exists()):
+        return False
+    try:
+        import onnx  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class TorchEngine:
     """The checkpoint's transformers model in torch: bf16 weights where the CPU or GPU has native bf16, else fp32."""
 
@@ -145,13 +194,21 @@ class TorchEngine:
         return heat, logits.numpy()
 
 
+ENGINES = ("auto", "openvino", "onnx", "onnx-int8", "onnx-fp32", "torch")
+
+
 def load_engine(folder: str | Path, *, engine: str = "auto", patch_size: int) -> Engine:
-    """``engine``: "auto" (ONNX where the checkpoint has it, else torch), "onnx", "onnx-fp32", "onnx-int8" or
-    "torch"."""
+    """``engine``: "auto" (OpenVINO where the export has its activation ranges, else ONNX Runtime where the checkpoint
+    has onnx/, else torch), "openvino", "onnx" (ONNX Runtime), "onnx-fp32", "onnx-int8" or "torch"."""
     if engine == "torch" or (engine == "auto" and not has_onnx(folder)):
         return TorchEngine.from_pretrained(folder)
+    if engine == "openvino" or (engine == "auto" and has_static_int8(folder)):
+        if not has_static_int8(folder):
+            raise UsageError(f"{folder} has no {ONNX_DIR}/activation_ranges.json, or openvino/onnx are not "
+                             "installed: run `parkclf export` on the model, or pip install -r requirements.txt.")
+        return OpenVinoEngine(folder, patch_size=patch_size)
     if engine in ("auto", "onnx"):
         return OnnxEngine(folder, patch_size=patch_size)
     if engine in ("onnx-fp32", "onnx-int8"):
         return OnnxEngine(folder, precision=engine.split("-")[1], patch_size=patch_size)
-    raise UsageError(f"engine={engine!r}: use auto, onnx, onnx-fp32, onnx-int8 or torch.")
+    raise UsageError(f"engine={engine!r}: use one of {', '.join(ENGINES)}.")

@@ -9,6 +9,9 @@ Writes, in the transformers.js layout beside config.json and preprocessor_config
 - ``explain.onnx`` / ``explain_quantized.onnx``: pixel_values -> (logits, per-token relevance), the gradient x
   activation that :func:`parkclf.explain.relevance_map` computes with captum, traced forward and backward with
   ``make_fx`` so that ONNX Runtime explains a prediction without torch;
+- ``activation_ranges.json``: a fixed scale for each int8 MatMul input, observed on calibration photos, with which
+  OpenVINO serves ``model_quantized.onnx`` as a static int8 graph (:mod:`parkclf.static_int8`); kept only where that
+  graph agrees as well;
 - ``export.json``: how each graph agrees with the torch fp32 model on the given photos (largest logit and
   probability difference, top-1 and abstain agreement, relevance correlation). An int8 graph is kept only where
   its agreement holds; the model card shows the table.
@@ -198,6 +201,32 @@ def _fp32_model(folder: Path, model=None):
     return model.float().cpu().eval()
 
 
+def _short(row: dict) -> list[str]:
+    """Where an int8 graph's agreement falls below the limits (empty: it is kept)."""
+    limits = (("top1_agreement", MIN_TOP1_AGREEMENT), ("abstain_agreement", MIN_ABSTAIN_AGREEMENT),
+              ("min_relevance_correlation", MIN_RELEVANCE_CORRELATION))
+    return [f"{k} {row[k]:.4f} < {v}" for k, v in limits if k in row and row[k] < v]
+
+
+def _static_int8(onnx_dir: Path, calibration: np.ndarray, pv: np.ndarray, ref: np.ndarray, config: dict,
+                 patch: int) -> tuple[dict | None, list[str]]:
+    """Observe the int8 graph's activation ranges on the calibration photos, then check the static graph on
+    OpenVINO against torch fp32 on the validation photos. The ranges are kept only where it agrees."""
+    from .engine import OpenVinoEngine, cpu_threads
+    from .static_int8 import RANGES_FILE, observed_ranges, save_ranges
+
+    ranges = observed_ranges(onnx_dir / MODEL_FILES["int8"], calibration, cpu_threads())
+    save_ranges(onnx_dir, ranges, len(calibration))
+    engine = OpenVinoEngine(onnx_dir.parent, patch_size=patch)
+    logits = np.concatenate([engine.logits(pv[i:i + 16]) for i in range(0, len(pv), 16)])
+    row = {**_agreement(ref, logits, config), "n_photos": len(pv), "calibration_photos": len(calibration)}
+    short = _short(row)
+    if short:
+        (onnx_dir / RANGES_FILE).unlink()
+        return None, [f"`{RANGES_FILE}` (static int8 on OpenVINO) was not kept: {'; '.join(short)}."]
+    return row, []
+
+
 def _validate(onnx_dir: Path, model, real_ids, pv, ref, config, patch: int) -> tuple[dict, list[str]]:
     """Each graph against torch fp32: agreement rows, and the notes on what was dropped."""
     graphs, notes = {}, []
@@ -207,11 +236,8 @@ def _validate(onnx_dir: Path, model, real_ids, pv, ref, config, patch: int) -> t
         corr, logits = _relevance_check(model, real_ids, pv, _session(onnx_dir / EXPLAIN_FILES[precision]), patch)
         graphs[EXPLAIN_FILES[precision]] = {**_agreement(ref[:len(logits)], logits, config),
                                             "min_relevance_correlation": corr}
-    limits = (("top1_agreement", MIN_TOP1_AGREEMENT), ("abstain_agreement", MIN_ABSTAIN_AGREEMENT),
-              ("min_relevance_correlation", MIN_RELEVANCE_CORRELATION))
     for name in (MODEL_FILES["int8"], EXPLAIN_FILES["int8"]):  # an int8 graph is kept only where it agrees
-        row = graphs[name]
-        short = [f"{k} {row[k]:.4f} < {v}" for k, v in limits if k in row and row[k] < v]
+        short = _short(graphs[name])
         if short:
             (onnx_dir / name).unlink()
             notes.append(f"`{name}` was not kept: {'; '.join(short)}.")
@@ -219,21 +245,12 @@ def _validate(onnx_dir: Path, model, real_ids, pv, ref, config, patch: int) -> t
     return graphs, notes
 
 
-def export(folder: str | Path, *, photos: list, model=None, int8_only: bool = False) -> dict:
-    """Write ``folder/onnx/`` from the checkpoint in ``folder`` (or ``model``, its weights in memory), validated
-    on ``photos`` (paths or bytes). ``int8_only``: where the int8 graphs pass, remove the fp32 ones (a quarter of
-    the size to ship; transformers.js and the app use the int8 ones anyway). Returns what export.json holds."""
+def _graphs(folder: Path, model, real_ids: list[int], pv: np.ndarray, ref: np.ndarray, config: dict,
+            int8_only: bool) -> dict:
+    """Export, quantise and validate the graphs; returns the report's files, graphs and notes."""
     import torch
 
-    folder = Path(folder)
     onnx_dir = folder / ONNX_DIR
-    onnx_dir.mkdir(exist_ok=True)
-    config = json.loads((folder / "config.json").read_text())
-    labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
-    real_ids = real_indices(labels, config.get("out_of_scope_label"))
-    model = _fp32_model(folder, model)
-    pre = Preprocessor.from_pretrained(folder)
-    pv = _photos(photos, pre)
     example = torch.from_numpy(np.repeat(pv[:1], 2, axis=0))  # batch 2: torch.export specialises a size-1 dimension
     logger.info("exporting %s to %s (validated on %d photos)", folder, onnx_dir, len(pv))
     with _Quiet():
@@ -241,7 +258,7 @@ def export(folder: str | Path, *, photos: list, model=None, int8_only: bool = Fa
         _export_relevance(model, real_ids, example[:1], onnx_dir / EXPLAIN_FILES["fp32"])  # one photo at a time
         _quantize(onnx_dir / MODEL_FILES["fp32"], onnx_dir / MODEL_FILES["int8"])
         _quantize(onnx_dir / EXPLAIN_FILES["fp32"], onnx_dir / EXPLAIN_FILES["int8"])
-    graphs, notes = _validate(onnx_dir, model, real_ids, pv, _reference(model, pv), config, config["patch_size"])
+    graphs, notes = _validate(onnx_dir, model, real_ids, pv, ref, config, config["patch_size"])
     files = sorted(graphs)
     if int8_only and {MODEL_FILES["int8"], EXPLAIN_FILES["int8"]} <= set(graphs):
         for name in (MODEL_FILES["fp32"], EXPLAIN_FILES["fp32"]):
@@ -249,9 +266,62 @@ def export(folder: str | Path, *, photos: list, model=None, int8_only: bool = Fa
             files.remove(name)
         notes.append("The fp32 graphs were validated (rows above) and then left out, to ship a quarter of the size "
                      "(`--int8-only`); `parkclf export` writes them again.")
-    report = {"n_photos": len(pv), "files": files, "graphs": graphs, "notes": notes, "torch": torch.__version__}
+    return {"n_photos": len(pv), "files": files, "graphs": graphs, "notes": notes}
+
+
+def _existing(onnx_dir: Path) -> dict:
+    """The report of an earlier export, for ``static_only``, without its static int8 row."""
+    from .static_int8 import RANGES_FILE
+
+    path = onnx_dir / "export.json"
+    if not (path.exists() and (onnx_dir / MODEL_FILES["int8"]).exists()):
+        raise UsageError(f"{onnx_dir} has no {MODEL_FILES['int8']} and export.json to calibrate; run `parkclf "
+                         "export` without --static-int8-only first.")
+    report = json.loads(path.read_text())
+    report["graphs"].pop(STATIC_ROW, None)
+    report["files"] = [f for f in report["files"] if f != RANGES_FILE]
+    report["notes"] = [n for n in report["notes"] if RANGES_FILE not in n]
+    return report
+
+
+STATIC_ROW = "model_quantized.onnx, static scales (OpenVINO)"
+
+
+def export(folder: str | Path, *, photos: list, model=None, int8_only: bool = False,
+           calibration_photos: list | None = None, static_only: bool = False) -> dict:
+    """Write ``folder/onnx/`` from the checkpoint in ``folder`` (or ``model``, its weights in memory), validated
+    on ``photos`` (paths or bytes). ``int8_only``: where the int8 graphs pass, remove the fp32 ones (a quarter of
+    the size to ship; transformers.js and the app use the int8 ones anyway). The static int8 scales are observed on
+    ``calibration_photos`` (default: ``photos``). ``static_only``: keep an earlier export's graphs as they are and
+    only calibrate and check the static scales. Returns what export.json holds."""
+    import torch
+
+    folder = Path(folder)
+    onnx_dir = folder / ONNX_DIR
+    onnx_dir.mkdir(exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    model = _fp32_model(folder, model)
+    pre = Preprocessor.from_pretrained(folder)
+    pv = _photos(photos, pre)
+    ref = _reference(model, pv)
+    if static_only:
+        report = _existing(onnx_dir)
+    else:
+        report = _graphs(folder, model, real_indices(labels, config.get("out_of_scope_label")), pv, ref, config,
+                         int8_only)
+    if MODEL_FILES["int8"] in report["graphs"] or static_only:
+        calibration = _photos(calibration_photos, pre) if calibration_photos else pv
+        row, notes = _static_int8(onnx_dir, calibration, pv, ref, config, config["patch_size"])
+        report["notes"] += notes
+        if row:
+            from .static_int8 import RANGES_FILE
+
+            report["graphs"][STATIC_ROW] = row
+            report["files"] = sorted({*report["files"], RANGES_FILE})
+    report["torch"] = torch.__version__
     (onnx_dir / "export.json").write_text(json.dumps(report, indent=2))
-    for name, row in graphs.items():
+    for name, row in report["graphs"].items():
         logger.info("%s: top-1 agreement %.4f, abstain agreement %.4f, largest probability difference %.4f",
                     name, row["top1_agreement"], row["abstain_agreement"], row["max_prob_diff"])
     return report
@@ -264,14 +334,19 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--photos", nargs="+", required=True,
                    help="photo files or folders to validate each graph on (the test split, or any real photos)")
     p.add_argument("--output-dir", help="with a Hub id: where to copy the model first (default: its repo name)")
+    p.add_argument("--calibration-photos", nargs="+",
+                   help="photo files or folders to observe the static int8 scales on (default: --photos)")
+    p.add_argument("--static-int8-only", action="store_true",
+                   help="keep onnx/'s graphs as they are; only calibrate and check the static int8 scales")
     p.add_argument("--int8-only", action="store_true",
                    help="keep only the int8 graphs where they pass (the fp32 ones are validated, then removed)")
     p.add_argument("--push-to-hub", metavar="REPO_ID",
                    help="then upload the folder, onnx/ included, to this model repo")
     a = p.parse_args(argv)
     folder = _local_copy(a.model, a.output_dir)
-    files = [f for src in a.photos for f in (image_files(src) if Path(src).is_dir() else [src])]
-    report = export(folder, photos=files, int8_only=a.int8_only)
+    report = export(folder, photos=_files(a.photos), int8_only=a.int8_only,
+                    calibration_photos=_files(a.calibration_photos) if a.calibration_photos else None,
+                    static_only=a.static_int8_only)
     from .publish import card
 
     card.rerender(folder)  # a train.py folder's card shows the new graphs; others are left as they are
@@ -281,6 +356,10 @@ def main(argv: list[str] | None = None) -> dict:
         hub.push_model(folder, a.push_to_hub)
     print(json.dumps(report, indent=1))
     return report
+
+
+def _files(sources: list[str]) -> list[str]:
+    return [f for src in sources for f in (image_files(src) if Path(src).is_dir() else [src])]
 
 
 def _local_copy(model: str, output_dir: str | None) -> Path:

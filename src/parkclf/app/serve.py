@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..classifier import Classifier
+from ..engine import ENGINES
 from ..images import MAX_BYTES
 
 logger = logging.getLogger(__name__)
@@ -97,9 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--feedback-dir", default=os.environ.get("FEEDBACK_DIR"),
                         help="Save user corrections here (off unless set)")
     parser.add_argument("--engine", default=os.environ.get("ENGINE", "auto"),
-                        choices=["auto", "onnx", "onnx-int8", "onnx-fp32", "torch"],
-                        help="What runs the model (default $ENGINE, else auto: ONNX Runtime where the checkpoint has "
-                             "onnx/, else torch)")
+                        choices=ENGINES,
+                        help="What runs the model (default $ENGINE, else auto: OpenVINO where the export has its "
+                             "activation ranges, else ONNX Runtime where the checkpoint has onnx/, else torch)")
     args = parser.parse_args(argv)
     classifier = load(args.model, args.engine)
     # The in-browser page is served beside the app when its npm packages are installed (web/node_modules) and the

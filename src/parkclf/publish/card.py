@@ -63,9 +63,11 @@ Confusion matrix (rows: true class, columns: predicted):
 
 ## ONNX export
 
-`onnx/` holds {{ export.files | join(", ") }} (the transformers.js layout), so the app serves this model with ONNX
-Runtime and no torch, and a browser runs it with transformers.js. Each graph was checked against the torch fp32 model
-on {{ export.n_photos }} photos it never trained on:
+`onnx/` holds {{ export.files | join(", ") }} (the transformers.js layout), so the app serves this model with no
+torch, and a browser runs it with transformers.js.
+{%- if "activation_ranges.json" in export.files %} The app runs `model_quantized.onnx` on OpenVINO with the fixed
+activation scales of `activation_ranges.json` (observed on {{ export.graphs.values() | map(attribute="calibration_photos") | select | first }} calibration photos), else on ONNX Runtime.
+{%- endif %} Each graph was checked against the torch fp32 model on {{ export.n_photos }} photos it never trained on:
 
 | graph | top-1 agreement | abstain agreement | largest probability difference | largest logit difference |
 |---|---|---|---|---|

@@ -1,0 +1,133 @@
+"""The int8 graph with fixed activation scales, for OpenVINO: a few numbers beside the export, no new weights.
+
+``model_quantized.onnx`` quantises each MatMul's input on the fly (``DynamicQuantizeLinear``): every photo pays for
+a min/max pass, and OpenVINO runs that pattern in fp32. Observing those inputs' ranges once, on calibration photos,
+gives a fixed scale per input (``onnx/activation_ranges.json``, a few KB). :func:`static_graph` rewrites the shipped
+graph in memory with them: ``QuantizeLinear`` / ``DequantizeLinear`` pairs around the same int8 weights, which
+OpenVINO fuses into int8 matrix kernels (AMX or VNNI). The weights are the shipped ones; only the activation
+scales are new. Export keeps the ranges only where the static graph agrees with the torch fp32 model.
+
+Fixed scales also make a photo's answer independent of its batch-mates, so this graph runs batched.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+RANGES_FILE = "activation_ranges.json"
+
+
+def _dynamic_inputs(graph) -> list[str]:
+    return [n.input[0] for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
+
+
+def observed_ranges(model_path: str | Path, pixel_values: np.ndarray, threads: int = 1) -> dict[str, list[float]]:
+    """Lowest and highest value of each dynamically quantised MatMul input over the photos (ONNX Runtime, one photo
+    at a time, as the dynamic graph is served)."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(model_path))
+    names = _dynamic_inputs(model.graph)
+    for name in names:
+        model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    lo, hi = dict.fromkeys(names, np.inf), dict.fromkeys(names, -np.inf)
+    for x in pixel_values:
+        for name, value in zip(names, session.run(names, {"pixel_values": x[None]}), strict=True):
+            lo[name], hi[name] = min(lo[name], float(value.min())), max(hi[name], float(value.max()))
+    return {name: [lo[name], hi[name]] for name in names}
+
+
+def save_ranges(onnx_dir: Path, ranges: dict[str, list[float]], n_photos: int) -> None:
+    (onnx_dir / RANGES_FILE).write_text(json.dumps({"n_photos": n_photos, "ranges": ranges}, indent=1))
+
+
+def load_ranges(onnx_dir: Path) -> dict[str, list[float]]:
+    return json.loads((onnx_dir / RANGES_FILE).read_text())["ranges"]
+
+
+def _uint8_scale(lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scale and zero point of asymmetric uint8 over [lo, hi] widened to hold 0, as DynamicQuantizeLinear does."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = (hi - lo) / 255.0 or 1.0
+    return np.array(scale, np.float32), np.array(int(round(-lo / scale)), np.uint8)
+
+
+def _consumers(graph) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def _rewrite(graph, ranges: dict[str, list[float]]) -> tuple[dict[str, list], set[str], list]:
+    """For each DynamicQuantizeLinear(x) feeding MatMulInteger(x_q, W_q) -> Cast -> Mul(x_scale * W_scale): the
+    nodes MatMul(DQ(Q(x)), DQ(W_q)) that replace it, the nodes they make dead, and the new scales. Nodes are named
+    by their first output (unique in an ONNX graph; protobuf wrappers have no stable identity)."""
+    from onnx import helper, numpy_helper
+
+    made = {o: n for n in graph.node for o in n.output}
+    users = _consumers(graph)
+    replace, dead, scales = {}, set(), []
+    for dyn in [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]:
+        x = dyn.input[0]
+        scale, zero = _uint8_scale(*ranges[x])
+        scales += [numpy_helper.from_array(scale, f"{x}_scale"), numpy_helper.from_array(zero, f"{x}_zero")]
+        nodes = [helper.make_node("QuantizeLinear", [x, f"{x}_scale", f"{x}_zero"], [f"{x}_q"]),
+                 helper.make_node("DequantizeLinear", [f"{x}_q", f"{x}_scale", f"{x}_zero"], [f"{x}_qdq"])]
+        for mm in [n for n in users[dyn.output[0]] if n.op_type == "MatMulInteger"]:
+            cast = users[mm.output[0]][0]
+            mul = users[cast.output[0]][0]
+            scales_mul = made[mul.input[1]]  # Mul(x_scale, W_scale)
+            w, w_scale, w_zero = mm.input[1], scales_mul.input[1], mm.input[3]
+            nodes += [helper.make_node("DequantizeLinear", [w, w_scale, w_zero], [f"{w}_dq"], axis=1),
+                      helper.make_node("MatMul", [f"{x}_qdq", f"{w}_dq"], [mul.output[0]])]
+            dead |= {mm.output[0], cast.output[0], mul.output[0], scales_mul.output[0]}
+        replace[dyn.output[0]] = nodes
+    return replace, dead, scales
+
+
+def _prune(graph) -> None:
+    """Drop the nodes and initializers that no graph output depends on any more."""
+    needed = {o.name for o in graph.output}
+    kept = []
+    for node in reversed(list(graph.node)):
+        if any(o in needed for o in node.output):
+            kept.append(node)
+            needed |= set(node.input)
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    inits = [i for i in graph.initializer if i.name in needed]
+    del graph.initializer[:]
+    graph.initializer.extend(inits)
+
+
+def static_graph(model_path: str | Path, ranges: dict[str, list[float]]) -> bytes:
+    """The dynamic int8 graph at ``model_path`` with each activation quantised at its fixed scale (serialised)."""
+    import onnx
+
+    model = onnx.load(str(model_path))
+    graph = model.graph
+    missing = set(_dynamic_inputs(graph)) - set(ranges)
+    if missing:
+        raise ValueError(f"{RANGES_FILE} does not match {Path(model_path).name} ({len(missing)} inputs unknown); "
+                         "rerun `parkclf export` on the model.")
+    replace, dead, scales = _rewrite(graph, ranges)
+    nodes = []
+    for node in graph.node:
+        if node.output[0] in replace:
+            nodes += replace[node.output[0]]
+        elif node.output[0] not in dead:
+            nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.extend(scales)
+    _prune(graph)
+    return model.SerializeToString()
