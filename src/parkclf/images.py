@@ -186,7 +186,8 @@ def load_image(source: ImageSource, *, draft_size: int | None = None, max_pixels
         if draft_size and min(img.size) // draft_size >= 2:  # PNG, WebP, TIFF...: no draft mode, reduce at once
             img = _reduce(img, min(img.size) // draft_size)
         with contextlib.suppress(Exception):  # corrupt EXIF must not cost the photo: keep it unrotated
-            img = ImageOps.exif_transpose(img)  # phone photos (gradio#2287, datasets#6252)
+            # phone photos (gradio#2287, datasets#6252); in place: no copy of the pixels when there is nothing to turn
+            ImageOps.exif_transpose(img, in_place=True)
         return _to_rgb(img)
     except ImageError:
         raise
