@@ -1,7 +1,7 @@
 """The in-browser page (web/): transformers.js runs the checkpoint's int8 ONNX export in headless chromium, offline.
 
-Its answers must agree with the Python app's: the project's Classifier on the same checkpoint (ONNX Runtime, the
-one preprocessing definition, the calibrated answer rule). The site is laid out from parkclf.publish.web's list of
+Its answers must agree with the Python app's: the project's Classifier on the same checkpoint (its default engine,
+the one preprocessing definition, the calibrated answer rule). The site is laid out from parkclf.publish.web's list of
 files, the one the app serves at /web/ and `parkclf deploy --static-space` publishes.
 
     cd web && npm ci   # once: node_modules/ (not committed; .npmrc skips install scripts)
@@ -95,14 +95,15 @@ def page_url(base: str, **query) -> str:
 # ---------------------------------------------------------------- the Python reference: the app's own Classifier
 
 class AppReference:
-    """What the Python app answers for a file (its ONNX engine, its loader with draft decoding), and the pixel
-    values its preprocessing gives for a fully decoded photo (what a browser decodes)."""
+    """What the Python app answers for a file (its default engine, its loader with draft decoding), the pixel
+    values its preprocessing gives for a fully decoded photo (what a browser decodes), and the logits of the very
+    graph the page runs (model_quantized.onnx on ONNX Runtime: the app itself may serve it with static scales)."""
 
     def __init__(self, model_dir: Path):
         from parkclf.classifier import Classifier
 
         self.clf = Classifier.from_pretrained(str(model_dir))
-        assert self.clf.engine.name.startswith("onnxruntime"), self.clf.engine.name
+        self.same_graph = Classifier.from_pretrained(str(model_dir), engine="onnx-int8")
         self.labels = self.clf.labels
 
     def pixel_values(self, path: Path) -> np.ndarray:
@@ -111,7 +112,7 @@ class AppReference:
         return self.clf.preprocessor([load_image(path)])
 
     def logits(self, pixel_values: np.ndarray) -> np.ndarray:
-        return self.clf.engine.logits(pixel_values)[0]
+        return self.same_graph.engine.logits(pixel_values)[0]
 
     def predict(self, path: Path) -> dict:
         pred = self.clf.predict(str(path))
