@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import load_file
 
 from parkclf.errors import UsageError
+from parkclf.export import STATIC_ROW
 from parkclf.training import main
 
 # --no-export-onnx: the export (half a minute even for the tiny ViT) is tested once, below, and in test_export.py
@@ -38,7 +39,7 @@ def test_full_finetune_writes_a_loadable_checkpoint_and_its_onnx_export(tiny_vit
     photo = str(next((imagefolder / "red").iterdir()))
     onnx, torch_ = Classifier.from_pretrained(str(out)), Classifier.from_pretrained(str(out), engine="torch")
     static = "activation_ranges.json" in exported["files"]  # kept only where the static int8 graph agrees
-    assert static == any("static scales" in g for g in exported["graphs"])
+    assert static == (STATIC_ROW in exported["graphs"])
     assert onnx.engine.name.startswith("openvino" if static else "onnxruntime")
     assert torch_.engine.name.startswith("torch")
     assert onnx.predict(photo).confidences == pytest.approx(torch_.predict(photo).confidences, abs=0.02)

@@ -202,8 +202,9 @@ def load_engine(folder: str | Path, *, engine: str = "auto", patch_size: int) ->
     has onnx/, else torch), "openvino", "onnx" (ONNX Runtime), "onnx-fp32", "onnx-int8" or "torch"."""
     if engine == "torch" or (engine == "auto" and not has_onnx(folder)):
         return TorchEngine.from_pretrained(folder)
-    if engine == "openvino" or (engine == "auto" and has_static_int8(folder)):
-        if not has_static_int8(folder):
+    static = engine in ("auto", "openvino") and has_static_int8(folder)
+    if engine == "openvino" or (engine == "auto" and static):
+        if not static:
             raise UsageError(f"{folder} has no {ONNX_DIR}/activation_ranges.json, or openvino/onnx are not "
                              "installed: run `parkclf export` on the model, or pip install -r requirements.txt.")
         return OpenVinoEngine(folder, patch_size=patch_size)
