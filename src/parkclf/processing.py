@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from math import ceil
 from pathlib import Path
 
@@ -99,14 +100,22 @@ class Preprocessor:
         arr = np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)
         if self.crops and not augmented:
             arr = _center_crop(arr, self.crop_size["height"], self.crop_size["width"])
-        # as transformers: rescale in float64, then float32
-        x = (arr.astype(np.float64) * self.rescale_factor).astype(np.float32) if self.do_rescale \
-            else arr.astype(np.float32)
-        if self.do_normalize:
-            mean = np.asarray(self.image_mean, np.float32)[:, None, None]
-            std = np.asarray(self.image_std, np.float32)[:, None, None]
-            x = (x - mean) / std
+        x = np.empty(arr.shape, np.float32)
+        for c, table in enumerate(self._values):
+            np.take(table, arr[c], out=x[c])
         return x
+
+    @cached_property
+    def _values(self) -> np.ndarray:
+        """(3, 256) float32: what rescaling and normalising make of each 8-bit value of each channel, computed as
+        transformers computes it (rescale in float64, then float32, then normalise), so one lookup per pixel gives
+        the same bits as the arithmetic in a third of the time."""
+        v = np.broadcast_to(np.arange(256, dtype=np.uint8), (3, 256))
+        x = (v.astype(np.float64) * self.rescale_factor).astype(np.float32) if self.do_rescale \
+            else v.astype(np.float32)
+        if self.do_normalize:
+            x = (x - np.asarray(self.image_mean, np.float32)[:, None]) / np.asarray(self.image_std, np.float32)[:, None]
+        return np.ascontiguousarray(x)
 
     def __call__(self, images: Sequence[Image.Image], *, augmented: bool = False) -> np.ndarray:
         """(N, 3, H, W) float32 ``pixel_values``."""

@@ -11,6 +11,7 @@ import csv
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..classifier import Classifier
@@ -102,7 +103,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="What runs the model (default $ENGINE, else auto: OpenVINO where the export has its "
                              "activation ranges, else ONNX Runtime where the checkpoint has onnx/, else torch)")
     args = parser.parse_args(argv)
-    classifier = load(args.model, args.engine)
+    # Gradio sets matplotlib's backend around every call; with it named, the first visitor does not wait for
+    # matplotlib to import pyplot to find one (0.5 s). A server has no screen: Agg is what Gradio would pick.
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    with ThreadPoolExecutor(1) as pool:  # the model loads and compiles while Gradio imports (3 s of a cold start)
+        loading = pool.submit(load, args.model, args.engine)
+        from . import ui  # noqa: F401
+        classifier = loading.result()
     # The in-browser page is served beside the app when its npm packages are installed (web/node_modules) and the
     # checkpoint has its int8 export; else WEB_URL may point at a static Space that publishes it.
     routes = [web.mount(classifier.folder)] if web.available(classifier.folder) else []
