@@ -6,7 +6,8 @@
 The naive app is Gradio's guide app (benchmarks/naive_app.py: a transformers pipeline, fp32, PIL input). "torch" is
 `python app.py --engine torch` (bf16 weights where the CPU has native bf16), "onnx" is `python app.py` as shipped,
 on the checkpoint's int8 export (OpenVINO with the static scales where export kept them, else ONNX Runtime; the
-engine's name is in the table). Reported: the forward pass alone, one photo end to end in process (12 MP JPEGs),
+engine's name is in the table). Reported: the forward pass alone and one photo end to end in process (12 MP JPEGs),
+each path in processes of its own, the paths taking turns over three rounds (medians of all the rounds' calls),
 agreement with the fp32 torch model on every shared park photo, and per server: cold start (process start to the
 first answer), one client and eight clients through gradio_client (threads of this process, on the same cores;
 their own CPU per request is reported), and RSS after warm-up. Prints a markdown table
@@ -68,18 +69,12 @@ def twelve_mp(tmp: Path) -> dict[str, Path]:
     return {"12 MP real photo": tmp / "real12.jpg", "12 MP noise": tmp / "noisy12.jpg"}
 
 
-def median_ms(fn, arg, n: int) -> float:
-    fn(arg)  # warm
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn(arg)
-        times.append((time.perf_counter() - t) * 1000)
-    return round(statistics.median(times), 1)
+ROUNDS = 3  # each path's process runs this many times, the paths taking turns: drift in the machine's speed
+# (a shared 2-core VM's speed wanders by 10-20% over minutes) then falls on every path alike
 
 
 FORWARD = """
-import json, sys, time, statistics
+import json, sys, time
 from parkclf.classifier import Classifier
 from parkclf.processing import open_images
 model, engine, photo, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -91,18 +86,29 @@ for _ in range(n):
     t = time.perf_counter()
     clf.engine.logits(pv)
     times.append((time.perf_counter() - t) * 1000)
-print(json.dumps({"engine": clf.engine.name, "ms": round(statistics.median(times), 1)}))
+print(json.dumps({"engine": clf.engine.name, "times": times}))
 """
 
 
-def forward(model_dir: Path, photo: Path, n: int) -> dict:
+def in_rounds(script: str, paths: dict[str, list[str]], rounds: int = ROUNDS) -> dict[str, list[dict]]:
+    """Run ``script`` with each path's arguments once per round, the paths in turn, each in a fresh process; the
+    JSON each run printed, per path."""
+    out = {path: [] for path in paths}
+    for _ in range(rounds):
+        for path, args in paths.items():
+            r = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True,
+                               check=True)
+            out[path].append(json.loads(r.stdout.strip().splitlines()[-1]))
+    return out
+
+
+def forward(model_dir: Path, photo: Path, n: int, rounds: int = ROUNDS) -> dict:
     """The forward pass alone, batch 1, on the same pixel values: what each engine costs. Each engine in a process
     of its own, as each server has: torch's idle OpenMP threads would otherwise spin beside ONNX Runtime's."""
-    out = {}
-    for engine in ("torch", "onnx"):
-        r = subprocess.run([sys.executable, "-c", FORWARD, str(model_dir), ENGINE[engine], str(photo), str(n)],
-                           cwd=ROOT, capture_output=True, text=True, check=True)
-        out[engine] = json.loads(r.stdout.strip().splitlines()[-1])
+    per = str(max(1, n // rounds))
+    runs = in_rounds(FORWARD, {e: [str(model_dir), ENGINE[e], str(photo), per] for e in ("torch", "onnx")}, rounds)
+    out = {e: {"engine": r[0]["engine"], "ms": round(statistics.median([t for x in r for t in x["times"]]), 1)}
+           for e, r in runs.items()}
     out["speedup_onnx_vs_torch"] = round(out["torch"]["ms"] / out["onnx"]["ms"], 2)
     return out
 
@@ -114,7 +120,7 @@ def clf_images(clf, photo):
 
 
 END_TO_END = """
-import json, sys, time, statistics
+import json, sys, time
 from PIL import Image
 model, path, n, photos = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4:]
 if path == "naive":
@@ -132,22 +138,21 @@ for photo in photos:
         t = time.perf_counter()
         fn(photo)
         times.append((time.perf_counter() - t) * 1000)
-    out[photo] = round(statistics.median(times), 1)
+    out[photo] = times
 print(json.dumps(out))
 """
 
 
-def in_process(model_dir: Path, images: dict[str, Path], n: int) -> dict:
-    """One photo end to end (decode, preprocess, forward, answer): the naive pipeline and both engines, each in a
-    process of its own."""
-    times = {}
-    for path in ("naive", "torch", "onnx"):
-        r = subprocess.run([sys.executable, "-c", END_TO_END, str(model_dir), ENGINE.get(path, path), str(n),
-                            *(str(p) for p in images.values())], cwd=ROOT, capture_output=True, text=True, check=True)
-        times[path] = json.loads(r.stdout.strip().splitlines()[-1])
+def in_process(model_dir: Path, images: dict[str, Path], n: int, rounds: int = ROUNDS) -> dict:
+    """One photo end to end (decode, preprocess, forward, answer): the naive pipeline and both engines, each in
+    processes of its own, in rounds."""
+    per = str(max(1, n // rounds))
+    photos = [str(p) for p in images.values()]
+    runs = in_rounds(END_TO_END, {path: [str(model_dir), ENGINE.get(path, path), per, *photos]
+                                  for path in ("naive", "torch", "onnx")}, rounds)
     rows = {}
     for name, photo in images.items():
-        rows[name] = {k: times[k][str(photo)] for k in times}
+        rows[name] = {k: round(statistics.median([t for x in r for t in x[str(photo)]]), 1) for k, r in runs.items()}
         rows[name]["speedup_onnx_vs_torch"] = round(rows[name]["torch"] / rows[name]["onnx"], 2)
         rows[name]["speedup_onnx_vs_naive"] = round(rows[name]["naive"] / rows[name]["onnx"], 2)
     return rows
@@ -271,8 +276,11 @@ def main(argv=None) -> dict:
     model = Path(a.model)
     images = twelve_mp(Path(tempfile.mkdtemp()))
     files = shared_photos()[: 5 if a.smoke else None]
-    result = {"machine": machine(), "smoke": a.smoke, "forward": forward(model, images["12 MP real photo"], n),
-              "in_process": in_process(model, images, n), "agreement": agreement(model, files) if files else None,
+    rounds = 1 if a.smoke else ROUNDS
+    result = {"machine": machine(), "smoke": a.smoke, "rounds": rounds,
+              "forward": forward(model, images["12 MP real photo"], n, rounds),
+              "in_process": in_process(model, images, n, rounds),
+              "agreement": agreement(model, files) if files else None,
               "servers": {k: server(k, model, images["12 MP real photo"], 3 if a.smoke else 30, 2 if a.smoke else 10)
                           for k in SERVERS}}
     s = result["servers"]

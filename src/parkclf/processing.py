@@ -183,8 +183,9 @@ def visible_box(pre: Preprocessor, width: int, height: int) -> tuple[float, floa
 def draft_size(pre: Preprocessor) -> int:
     """Smallest side JPEG draft decoding may go down to: 1.5x the side the processor resizes to.
 
-    A 12 MP photo still decodes at 1/8 scale (504x378), but a 1000-1600 px photo keeps enough pixels that the final
-    antialiased resize matches a full decode (docs/results.md has the agreement this bought).
+    A 12 MP photo (4032x3024) decodes at 1/4 scale (1008x756) for the embedded model (resized to 385), and a
+    1000-1600 px photo keeps enough pixels that the final antialiased resize matches a full decode (docs/results.md
+    has the agreement this bought).
     """
     return 3 * max(*resize_size(pre), *image_size(pre)) // 2
 
