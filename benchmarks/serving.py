@@ -102,13 +102,17 @@ def in_rounds(script: str, paths: dict[str, list[str]], rounds: int = ROUNDS) ->
     return out
 
 
+def pooled_ms(samples: list[list[float]]) -> float:
+    """The median of every round's calls together."""
+    return round(statistics.median([t for run in samples for t in run]), 1)
+
+
 def forward(model_dir: Path, photo: Path, n: int, rounds: int = ROUNDS) -> dict:
     """The forward pass alone, batch 1, on the same pixel values: what each engine costs. Each engine in a process
     of its own, as each server has: torch's idle OpenMP threads would otherwise spin beside ONNX Runtime's."""
     per = str(max(1, n // rounds))
     runs = in_rounds(FORWARD, {e: [str(model_dir), ENGINE[e], str(photo), per] for e in ("torch", "onnx")}, rounds)
-    out = {e: {"engine": r[0]["engine"], "ms": round(statistics.median([t for x in r for t in x["times"]]), 1)}
-           for e, r in runs.items()}
+    out = {e: {"engine": r[0]["engine"], "ms": pooled_ms([x["times"] for x in r])} for e, r in runs.items()}
     out["speedup_onnx_vs_torch"] = round(out["torch"]["ms"] / out["onnx"]["ms"], 2)
     return out
 
@@ -152,7 +156,7 @@ def in_process(model_dir: Path, images: dict[str, Path], n: int, rounds: int = R
                                   for path in ("naive", "torch", "onnx")}, rounds)
     rows = {}
     for name, photo in images.items():
-        rows[name] = {k: round(statistics.median([t for x in r for t in x[str(photo)]]), 1) for k, r in runs.items()}
+        rows[name] = {k: pooled_ms([x[str(photo)] for x in r]) for k, r in runs.items()}
         rows[name]["speedup_onnx_vs_torch"] = round(rows[name]["torch"] / rows[name]["onnx"], 2)
         rows[name]["speedup_onnx_vs_naive"] = round(rows[name]["naive"] / rows[name]["onnx"], 2)
     return rows

@@ -218,7 +218,7 @@ def _static_int8(onnx_dir: Path, calibration: np.ndarray, pv: np.ndarray, ref: n
     ranges = observed_ranges(onnx_dir / MODEL_FILES["int8"], calibration, cpu_threads())
     save_ranges(onnx_dir, ranges, len(calibration))
     engine = OpenVinoEngine(onnx_dir.parent, patch_size=patch)
-    logits = np.concatenate([engine.logits(pv[i:i + 16]) for i in range(0, len(pv), 16)])
+    logits = engine.logits(pv)  # batches of 16 as the batch command runs them, the rest one at a time
     row = {**_agreement(ref, logits, config), "n_photos": len(pv), "calibration_photos": len(calibration)}
     short = _short(row)
     if short:

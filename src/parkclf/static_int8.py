@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 RANGES_FILE = "activation_ranges.json"
+SMALL = 1 << 16  # elements: initializers up to this size are read as constants by the rewrites (masks, shapes)
 
 
 def _dynamic_inputs(graph) -> list[str]:
@@ -114,7 +115,7 @@ def _zero_tensors(graph) -> set[str]:
     Where(all true, zero, _) (the additive attention mask torch.onnx writes for a ViT that masks nothing)."""
     from onnx import numpy_helper
 
-    small = {i.name: numpy_helper.to_array(i) for i in graph.initializer if np.prod(i.dims) <= 1 << 16}
+    small = {i.name: numpy_helper.to_array(i) for i in graph.initializer if np.prod(i.dims) <= SMALL}
     true = {n for n, a in small.items() if a.dtype == bool and a.all()}
     zero = {n for n, a in small.items() if a.dtype != bool and a.size and not a.any()}
     for node in graph.node:
@@ -135,7 +136,16 @@ def _drop_zero_adds(model) -> None:
     zero = _zero_tensors(model.graph)
     if not zero:
         return
-    inferred = onnx.shape_inference.infer_shapes(model).graph
+    # inferred on the graph with its large initializers declared as inputs, not copied: inference on the whole
+    # model would serialise its 22 MB of weights at every start (0.08-0.16 s)
+    graph = model.graph
+    large = [i for i in graph.initializer if np.prod(i.dims) > SMALL]
+    names = {i.name for i in large}
+    declared = [helper.make_tensor_value_info(i.name, i.data_type, i.dims) for i in large]
+    light = helper.make_graph(graph.node, graph.name, [*graph.input, *declared], graph.output,
+                              [i for i in graph.initializer if i.name not in names], value_info=graph.value_info)
+    light = helper.make_model(light, opset_imports=model.opset_import, ir_version=model.ir_version)
+    inferred = onnx.shape_inference.infer_shapes(light).graph
     shapes = {v.name: [d.dim_value or d.dim_param for d in v.type.tensor_type.shape.dim]
               for v in [*inferred.value_info, *inferred.input, *inferred.output]}
     nodes = []
