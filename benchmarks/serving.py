@@ -6,12 +6,13 @@
 The naive app is Gradio's guide app (benchmarks/naive_app.py: a transformers pipeline, fp32, PIL input). "torch" is
 `python app.py --engine torch` (bf16 weights where the CPU has native bf16), "onnx" is `python app.py` as shipped,
 on the checkpoint's int8 export (OpenVINO with the static scales where export kept them, else ONNX Runtime; the
-engine's name is in the table). Reported: the forward pass alone and one photo end to end in process (12 MP JPEGs),
-each path in processes of its own, the paths taking turns over three rounds (medians of all the rounds' calls),
-agreement with the fp32 torch model on every shared park photo, and per server: cold start (process start to the
-first answer), one client and eight clients through gradio_client (threads of this process, on the same cores;
-their own CPU per request is reported), and RSS after warm-up. Prints a markdown table
-of ratios and writes benchmarks/results/serving.json (serving-smoke.json with --smoke).
+engine's name is in the table). Reported: the forward pass alone and one photo end to end in process (12 MP JPEGs;
+for both engines also where that photo's time goes, stage by stage, and the forward pass 1.5x would need), each path
+in processes of its own, the paths taking turns over three rounds (medians of all the rounds' calls), agreement with
+the fp32 torch model on every shared park photo, and per server: cold start (process start to the first answer), one
+client and eight clients through gradio_client (threads of this process, on the same cores; their own CPU per
+request is reported), and RSS after warm-up. Prints a markdown table of ratios and writes
+benchmarks/results/serving.json (serving-smoke.json with --smoke).
 """
 
 from __future__ import annotations
@@ -133,7 +134,11 @@ if path == "naive":
     fn = lambda p: naive(Image.open(p).convert("RGB"))
 else:
     from parkclf.classifier import Classifier
-    fn = Classifier.from_pretrained(model, engine=path).predict
+    from parkclf.processing import open_images
+    clf = Classifier.from_pretrained(model, engine=path)
+    fn = clf.predict
+    stages = {"decode": lambda p: open_images([p], clf.preprocessor), "preprocess": clf.pixel_values,
+              "forward": clf.engine.logits}
 out = {}
 for photo in photos:
     fn(photo)
@@ -142,7 +147,16 @@ for photo in photos:
         t = time.perf_counter()
         fn(photo)
         times.append((time.perf_counter() - t) * 1000)
-    out[photo] = times
+    out[photo] = {"total": times}
+    if path != "naive":  # then the same calls again, each stage timed: where the time of one photo goes
+        for name in stages:
+            out[photo][name] = []
+        for _ in range(n):
+            x = photo
+            for name, stage in stages.items():
+                t = time.perf_counter()
+                x = stage(x)
+                out[photo][name].append((time.perf_counter() - t) * 1000)
 print(json.dumps(out))
 """
 
@@ -156,10 +170,18 @@ def in_process(model_dir: Path, images: dict[str, Path], n: int, rounds: int = R
                                   for path in ("naive", "torch", "onnx")}, rounds)
     rows = {}
     for name, photo in images.items():
-        rows[name] = {k: pooled_ms([x[str(photo)] for x in r]) for k, r in runs.items()}
-        rows[name]["speedup_onnx_vs_torch"] = round(rows[name]["torch"] / rows[name]["onnx"], 2)
-        rows[name]["speedup_onnx_vs_naive"] = round(rows[name]["naive"] / rows[name]["onnx"], 2)
+        row = rows[name] = {k: pooled_ms([x[str(photo)]["total"] for x in r]) for k, r in runs.items()}
+        row["speedup_onnx_vs_torch"] = round(row["torch"] / row["onnx"], 2)
+        row["speedup_onnx_vs_naive"] = round(row["naive"] / row["onnx"], 2)
+        row["stages"] = {k: {stage: pooled_ms([x[str(photo)][stage] for x in r]) for stage in STAGES}
+                         for k, r in runs.items() if k != "naive"}
+        # what the onnx path's forward pass would have to take for 1.5x, the rest of its photo's time unchanged
+        row["onnx_forward_for_1.5x_ms"] = round(row["torch"] / 1.5 - (row["onnx"] - row["stages"]["onnx"]["forward"]),
+                                                1)
     return rows
+
+
+STAGES = ("decode", "preprocess", "forward")  # open_images (decode, EXIF, RGB), pixel_values, engine.logits
 
 
 def agreement(model_dir: Path, files: list[Path]) -> dict:
@@ -309,6 +331,11 @@ def report(r: dict) -> str:
     for name, row in r["in_process"].items():
         lines.append(f"| in process, {name} | {row['naive']} ms | {row['torch']} ms | {row['onnx']} ms | "
                      f"{row['speedup_onnx_vs_torch']}x | {row['speedup_onnx_vs_naive']}x |")
+        st = row["stages"]
+        cells = " | ".join(" / ".join(str(st[k][stage]) for stage in STAGES) + " ms" for k in ("torch", "onnx"))
+        need = row["onnx_forward_for_1.5x_ms"]
+        need = f"{need} ms" if need > 0 else "none: the rest alone takes longer"
+        lines.append(f"| of which decode / preprocess / forward | | {cells} | onnx forward for 1.5x: {need} | |")
     cold = {name: f"{s[name]['cold_start_s']} s" for name in s}
     lines.append(f"| cold start to the first answer | {cold['naive']} | {cold['torch']} | {cold['onnx']} | | "
                  f"{q['cold_start_onnx_over_naive']}x the time |")

@@ -22,6 +22,9 @@ def test_serving_benchmark_smoke():
     assert result["forward"]["onnx"]["engine"] == ("openvino-int8-static" if has_static_int8(EMBEDDED)
                                                    else "onnxruntime-int8")
     assert result["forward"]["torch"]["engine"].startswith("torch")
+    for name, row in result["in_process"].items():  # where one photo's time goes, for both engines
+        assert set(row["stages"]) == {"torch", "onnx"}, name
+        assert all(v > 0 for stages in row["stages"].values() for v in stages.values()), name
     for name, srv in result["servers"].items():
         assert srv["eight_clients"]["errors"] == 0 and srv["cold_start_s"] > 0 and srv["rss_mb"] > 0, name
 
