@@ -12,7 +12,14 @@ from parkclf import export
 from parkclf.classifier import Classifier
 from parkclf.engine import OnnxEngine, OpenVinoEngine
 from parkclf.processing import open_images
-from parkclf.static_int8 import RANGES_FILE, _drop_zero_adds, load_ranges, static_graph, transpose_keys_in_matmul
+from parkclf.static_int8 import (
+    RANGES_FILE,
+    _drop_zero_adds,
+    class_token_only_in_last_layer,
+    load_ranges,
+    static_graph,
+    transpose_keys_in_matmul,
+)
 
 from conftest import EMBEDDED, ROOT
 
@@ -129,3 +136,88 @@ def test_attention_scores_over_transposed_keys_keep_their_values():
     np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(after, inputs[0] @ inputs[1].transpose(0, 2, 3, 1), rtol=1e-4, atol=1e-4)
     assert transpose_keys_in_matmul(model) == 0  # nothing left to rewrite
+
+
+def test_the_class_token_alone_through_the_last_layer_gives_the_same_bits(pixels):
+    import io
+
+    import openvino as ov
+
+    _, pv = pixels
+    served = OpenVinoEngine(EMBEDDED, patch_size=14)
+    rewritten = served.logits(pv)
+    full = ov.Core().read_model(io.BytesIO(static_graph(EMBEDDED / "onnx" / "model_quantized.onnx",
+                                                        load_ranges(EMBEDDED / "onnx"))))
+    transpose_keys_in_matmul(full)
+
+    def slices(model):
+        return sum(op.get_type_name() == "Slice" for op in model.get_ordered_ops())
+
+    assert slices(served._model) == slices(full) + 2  # the query's rows and the residual's: the class token's
+    full.reshape({0: [1, *full.input(0).get_partial_shape()[1:]]})
+    request = ov.Core().compile_model(full, "CPU", {"INFERENCE_NUM_THREADS": served._threads,
+                                                    "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+    every_token = np.concatenate([request.infer({0: x[None]})[0] for x in pv])
+    np.testing.assert_array_equal(rewritten, every_token)
+
+
+def _vit_block(head: str = "class token", score_bias: bool = False):
+    """A one-layer ViT in OpenVINO ops, 5 tokens of 8 values, 2 heads: layer norm, attention, residual, MLP,
+    residual, final norm; then the head reads the class token (or the mean of every token, or two tokens)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(1)
+
+    def c(a):
+        return ops.constant(np.asarray(a))
+
+    def w(*shape):
+        return c(rng.standard_normal(shape).astype(np.float32) / 3)
+
+    def norm(t):
+        return ops.mvn(t, c(np.array([-1], np.int64)), True, 1e-6, "inside_sqrt")
+
+    def heads(t):
+        t = ops.reshape(ops.add(ops.matmul(t, w(8, 8), False, False), w(8)), c(np.array([-1, 5, 2, 4])), False)
+        return ops.transpose(t, c(np.array([0, 2, 1, 3])))
+
+    pixels = ops.parameter([1, 5, 8], np.float32)
+    h = norm(pixels)
+    scores = ops.multiply(ops.matmul(heads(h), heads(h), False, True), c(np.float32(0.5)))
+    if score_bias:  # a relative position bias (BEiT): each query row gets its own
+        scores = ops.add(scores, w(1, 2, 5, 5))
+    attended = ops.transpose(ops.matmul(ops.softmax(scores, -1), heads(h), False, False), c(np.array([0, 2, 1, 3])))
+    attended = ops.reshape(attended, c(np.array([-1, 5, 8])), False)
+    x = ops.add(ops.add(ops.matmul(attended, w(8, 8), False, False), w(8)), pixels)
+    mlp = ops.gelu(ops.matmul(norm(x), w(8, 16), False, False), "erf")
+    x = norm(ops.add(ops.matmul(mlp, w(16, 8), False, False), x))
+
+    def token(i):
+        return ops.gather(x, c(np.int64(i)), c(np.int64(1)))
+
+    pooled = {"class token": lambda: token(0), "mean": lambda: ops.reduce_mean(x, c(np.array([1])), False),
+              "two tokens": lambda: ops.add(token(0), token(1))}[head]()
+    return ov.Model([ops.matmul(pooled, w(8, 3), False, False)], [pixels])
+
+
+def _run(model, x):
+    import openvino as ov
+
+    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+
+
+def test_only_the_class_token_is_computed_in_the_last_layer_where_nothing_else_is_read():
+    x = np.random.default_rng(2).standard_normal((1, 5, 8)).astype(np.float32)
+    model = _vit_block()
+    before = _run(model, x)
+    assert class_token_only_in_last_layer(model)
+    np.testing.assert_allclose(_run(model, x), before, rtol=1e-5, atol=1e-6)
+    shapes = {op.get_type_name(): list(op.get_output_partial_shape(0)) for op in model.get_ordered_ops()}
+    assert shapes["Softmax"] == [1, 2, 1, 5] and shapes["Gelu"] == [1, 1, 16]  # one query row, one token's MLP
+    for other in (_vit_block("mean"), _vit_block("two tokens"), _vit_block(score_bias=True)):
+        ops_before = len(other.get_ordered_ops())
+        out = _run(other, x)
+        assert not class_token_only_in_last_layer(other)  # the head reads other tokens, or the scores differ by row
+        assert len(other.get_ordered_ops()) == ops_before
+        np.testing.assert_array_equal(_run(other, x), out)

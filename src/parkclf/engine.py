@@ -132,12 +132,13 @@ class OpenVinoEngine(OnnxEngine):
 
         import openvino as ov
 
-        from .static_int8 import load_ranges, static_graph, transpose_keys_in_matmul
+        from .static_int8 import class_token_only_in_last_layer, load_ranges, static_graph, transpose_keys_in_matmul
 
         self._core = ov.Core()
         self._model = self._core.read_model(io.BytesIO(static_graph(self.folder / MODEL_FILES["int8"],
                                                                     load_ranges(self.folder))))
         transpose_keys_in_matmul(self._model)
+        class_token_only_in_last_layer(self._model)
         self._requests = {}
         return self._request(1)
 

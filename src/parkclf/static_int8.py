@@ -202,3 +202,118 @@ def transpose_keys_in_matmul(model) -> int:
         op.output(0).replace(ops.matmul(op.input_value(0), k, transpose_a=False, transpose_b=True).output(0))
         done += 1
     return done
+
+
+# What the class token's rows pass through between the last residual sum and the classifier's Gather: each works row
+# by row (a token at a time), so computing one row gives that row's numbers. MatMul only with a 2-D (weight) input.
+_ROW_WISE = {"Add", "Subtract", "Multiply", "Divide", "Convert", "FakeQuantize", "Gelu", "MVN", "MatMul", "Identity",
+             "Sqrt", "Power", "Relu", "Tanh", "Erf"}
+
+
+def _constant(output) -> np.ndarray | None:
+    node = output.get_node()
+    if node.get_type_name() == "Constant":
+        return node.get_data()
+    if node.get_type_name() == "Range" and all(i.get_node().get_type_name() == "Constant" for i in node.input_values()):
+        return np.arange(*(int(i.get_node().get_data()) for i in node.input_values()))
+    return None
+
+
+def _row_wise(node) -> bool:
+    kind = node.get_type_name()
+    if kind not in _ROW_WISE:
+        return False
+    if kind == "MatMul":
+        return len(node.get_input_partial_shape(1)) == 2 and not any(node.get_attributes().values())
+    if kind == "MVN":  # normalised over the last axis only
+        axes, rank = _constant(node.input_value(1)), len(node.get_input_partial_shape(0))
+        return axes is not None and sorted(int(a) % rank for a in np.ravel(axes)) == [rank - 1]
+    return True
+
+
+def _only_feeds(start, end) -> bool:
+    """Every path from ``start``'s output runs through row-wise nodes to ``end`` (and nowhere else)."""
+    seen, todo = set(), [t.get_node() for t in start.output(0).get_target_inputs()]
+    while todo:
+        node = todo.pop()
+        if node is end or node.get_friendly_name() in seen:
+            continue
+        if not _row_wise(node) or node.get_output_size() != 1:
+            return False
+        seen.add(node.get_friendly_name())
+        todo += [t.get_node() for t in node.output(0).get_target_inputs()]
+    return True
+
+
+def _above(node, kinds: set[str]):
+    """Up through nodes of ``kinds`` by their first input: the first node of another kind."""
+    while node.get_type_name() in kinds:
+        node = node.input_value(0).get_node()
+    return node
+
+
+def class_token_only_in_last_layer(model) -> bool:
+    """OpenVINO model of a ViT whose classifier reads the class token alone (``Gather(hidden, 0, axis=1)``): the
+    last layer computes that token's row only. Its keys and values still come from every token; its query, attention
+    row, output projection, MLP and the final norm run for one token instead of all of them (485 at 308 px), which
+    spares most of a layer (one of twelve in a ViT-S). Each of those steps works token by token, so the class token's
+    numbers are the same. Left alone (False) unless the graph has exactly that shape: one such Gather, reached from
+    the last residual sum through row-wise steps only, and an attention whose scores are only scaled."""
+    import openvino.opset13 as ops
+
+    nodes = model.get_ordered_ops()
+    gathers = [n for n in nodes if n.get_type_name() == "Gather" and len(n.get_input_partial_shape(0)) == 3
+               and (i := _constant(n.input_value(1))) is not None and i.size == 1 and int(np.ravel(i)[0]) == 0
+               and (a := _constant(n.input_value(2))) is not None and int(np.ravel(a)[0]) == 1]
+    softmaxes = [n for n in nodes if n.get_type_name() == "Softmax"]
+    if len(gathers) != 1 or not softmaxes:
+        return False
+    gather, softmax = gathers[0], softmaxes[-1]
+    tokens = gather.get_input_partial_shape(0)[1]
+    users = [t.get_node() for t in softmax.output(0).get_target_inputs()]
+    scores = softmax.input_value(0).get_node()
+    while scores.get_type_name() in ("Identity", "Multiply", "Divide") and (
+            scores.get_type_name() == "Identity" or (_constant(scores.input_value(1)) is not None
+                                                     and _constant(scores.input_value(1)).size == 1)):
+        scores = scores.input_value(0).get_node()
+    if not tokens.is_static or len(users) != 1 or users[0].get_type_name() != "MatMul" or \
+            scores.get_type_name() != "MatMul":
+        return False
+    attend, tokens = users[0], tokens.get_length()
+    query = _above(scores.input_value(0).get_node(), {"Transpose", "Reshape", "Add"})
+    # down from the attention's output, one consumer at a time, to the residual sum
+    chain, node = [], attend
+    while True:
+        nxt = [t.get_node() for t in node.output(0).get_target_inputs()]
+        if len(nxt) != 1:
+            return False
+        node = nxt[0]
+        if node.get_type_name() == "Add" and all(_constant(v) is None for v in node.input_values()):
+            break
+        if node.get_type_name() not in _ROW_WISE | {"Transpose", "Reshape"}:
+            return False
+        chain.append(node)
+    residual = node
+    reshapes = [n for n in chain if n.get_type_name() == "Reshape"]
+    n = scores.input_value(0).get_node()
+    while n is not query:
+        reshapes += [n] if n.get_type_name() == "Reshape" else []
+        n = n.input_value(0).get_node()
+    targets = [_constant(r.input_value(1)) for r in reshapes]
+    if query.get_type_name() != "MatMul" or not _only_feeds(residual, gather) or \
+            any(t is None or len(t) < 2 or t[1] != tokens for t in targets):
+        return False
+
+    def first_row(output):
+        one = ops.constant(np.array([1], np.int64))
+        return ops.slice(output, ops.constant(np.array([0], np.int64)), one, one, one).output(0)
+
+    query.input(0).replace_source_output(first_row(query.input_value(0)))
+    for r, t in zip(reshapes, targets, strict=True):
+        t = t.copy()
+        t[1] = 1
+        r.input(1).replace_source_output(ops.constant(t).output(0))
+    skip = 1 if residual.input_value(0).get_node() is (chain[-1] if chain else attend) else 0
+    residual.input(skip).replace_source_output(first_row(residual.input_value(skip)))
+    model.validate_nodes_and_infer_types()
+    return True
