@@ -252,6 +252,40 @@ def _above(node, kinds: set[str]):
     return node
 
 
+def _class_token_gather(nodes):
+    """The one ``Gather(hidden, 0, axis=1)`` of (batch, tokens, width) hidden states, or None."""
+    gathers = [n for n in nodes if n.get_type_name() == "Gather" and len(n.get_input_partial_shape(0)) == 3
+               and n.get_input_partial_shape(0)[1].is_static
+               and (i := _constant(n.input_value(1))) is not None and i.size == 1 and int(np.ravel(i)[0]) == 0
+               and (a := _constant(n.input_value(2))) is not None and int(np.ravel(a)[0]) == 1]
+    return gathers[0] if len(gathers) == 1 else None
+
+
+def _scores(softmax):
+    """The MatMul of queries and keys under ``softmax``, where nothing but a scalar scale lies between; else None."""
+    node = softmax.input_value(0).get_node()
+    while node.get_type_name() == "Identity" or (node.get_type_name() in ("Multiply", "Divide") and (
+            (scale := _constant(node.input_value(1))) is not None and scale.size == 1)):
+        node = node.input_value(0).get_node()
+    return node if node.get_type_name() == "MatMul" else None
+
+
+def _down_to_residual(attend):
+    """(the nodes, the residual Add) from the attention's output down to the residual sum, one consumer at a time
+    through row-wise steps, transposes and reshapes; None where the path branches or mixes tokens."""
+    chain, node = [], attend
+    while True:
+        following = [t.get_node() for t in node.output(0).get_target_inputs()]
+        if len(following) != 1:
+            return None
+        node = following[0]
+        if node.get_type_name() == "Add" and all(_constant(v) is None for v in node.input_values()):
+            return chain, node
+        if node.get_type_name() not in _ROW_WISE | {"Transpose", "Reshape"}:
+            return None
+        chain.append(node)
+
+
 def class_token_only_in_last_layer(model) -> bool:
     """OpenVINO model of a ViT whose classifier reads the class token alone (``Gather(hidden, 0, axis=1)``): the
     last layer computes that token's row only. Its keys and values still come from every token; its query, attention
@@ -262,44 +296,22 @@ def class_token_only_in_last_layer(model) -> bool:
     import openvino.opset13 as ops
 
     nodes = model.get_ordered_ops()
-    gathers = [n for n in nodes if n.get_type_name() == "Gather" and len(n.get_input_partial_shape(0)) == 3
-               and (i := _constant(n.input_value(1))) is not None and i.size == 1 and int(np.ravel(i)[0]) == 0
-               and (a := _constant(n.input_value(2))) is not None and int(np.ravel(a)[0]) == 1]
-    softmaxes = [n for n in nodes if n.get_type_name() == "Softmax"]
-    if len(gathers) != 1 or not softmaxes:
+    gather, softmaxes = _class_token_gather(nodes), [n for n in nodes if n.get_type_name() == "Softmax"]
+    if gather is None or not softmaxes:
         return False
-    gather, softmax = gathers[0], softmaxes[-1]
-    tokens = gather.get_input_partial_shape(0)[1]
-    users = [t.get_node() for t in softmax.output(0).get_target_inputs()]
-    scores = softmax.input_value(0).get_node()
-    while scores.get_type_name() in ("Identity", "Multiply", "Divide") and (
-            scores.get_type_name() == "Identity" or (_constant(scores.input_value(1)) is not None
-                                                     and _constant(scores.input_value(1)).size == 1)):
-        scores = scores.input_value(0).get_node()
-    if not tokens.is_static or len(users) != 1 or users[0].get_type_name() != "MatMul" or \
-            scores.get_type_name() != "MatMul":
+    users = [t.get_node() for t in softmaxes[-1].output(0).get_target_inputs()]
+    scores = _scores(softmaxes[-1])
+    if scores is None or len(users) != 1 or users[0].get_type_name() != "MatMul" or \
+            (down := _down_to_residual(users[0])) is None:
         return False
-    attend, tokens = users[0], tokens.get_length()
+    attend, (chain, residual) = users[0], down
     query = _above(scores.input_value(0).get_node(), {"Transpose", "Reshape", "Add"})
-    # down from the attention's output, one consumer at a time, to the residual sum
-    chain, node = [], attend
-    while True:
-        nxt = [t.get_node() for t in node.output(0).get_target_inputs()]
-        if len(nxt) != 1:
-            return False
-        node = nxt[0]
-        if node.get_type_name() == "Add" and all(_constant(v) is None for v in node.input_values()):
-            break
-        if node.get_type_name() not in _ROW_WISE | {"Transpose", "Reshape"}:
-            return False
-        chain.append(node)
-    residual = node
-    reshapes = [n for n in chain if n.get_type_name() == "Reshape"]
-    n = scores.input_value(0).get_node()
+    reshapes, n = [n for n in chain if n.get_type_name() == "Reshape"], scores.input_value(0).get_node()
     while n is not query:
         reshapes += [n] if n.get_type_name() == "Reshape" else []
         n = n.input_value(0).get_node()
     targets = [_constant(r.input_value(1)) for r in reshapes]
+    tokens = gather.get_input_partial_shape(0)[1].get_length()
     if query.get_type_name() != "MatMul" or not _only_feeds(residual, gather) or \
             any(t is None or len(t) < 2 or t[1] != tokens for t in targets):
         return False
