@@ -161,7 +161,7 @@ def test_the_class_token_alone_through_the_last_layer_gives_the_same_bits(pixels
     np.testing.assert_array_equal(rewritten, every_token)
 
 
-def _vit_block(head: str = "class token", score_bias: bool = False):
+def _vit_block(head: str = "class token", score_bias: bool = False, gate: bool = False):
     """A one-layer ViT in OpenVINO ops, 5 tokens of 8 values, 2 heads: layer norm, attention, residual, MLP,
     residual, final norm; then the head reads the class token (or the mean of every token, or two tokens)."""
     import openvino as ov
@@ -187,7 +187,10 @@ def _vit_block(head: str = "class token", score_bias: bool = False):
     scores = ops.multiply(ops.matmul(heads(h), heads(h), False, True), c(np.float32(0.5)))
     if score_bias:  # a relative position bias (BEiT): each query row gets its own
         scores = ops.add(scores, w(1, 2, 5, 5))
-    attended = ops.transpose(ops.matmul(ops.softmax(scores, -1), heads(h), False, False), c(np.array([0, 2, 1, 3])))
+    attended = ops.matmul(ops.softmax(scores, -1), heads(h), False, False)
+    if gate:  # each token's attention output scaled by a value of its own, from outside the attention
+        attended = ops.multiply(attended, heads(h))
+    attended = ops.transpose(attended, c(np.array([0, 2, 1, 3])))
     attended = ops.reshape(attended, c(np.array([-1, 5, 8])), False)
     x = ops.add(ops.add(ops.matmul(attended, w(8, 8), False, False), w(8)), pixels)
     mlp = ops.gelu(ops.matmul(norm(x), w(8, 16), False, False), "erf")
@@ -215,7 +218,7 @@ def test_only_the_class_token_is_computed_in_the_last_layer_where_nothing_else_i
     np.testing.assert_allclose(_run(model, x), before, rtol=1e-5, atol=1e-6)
     shapes = {op.get_type_name(): list(op.get_output_partial_shape(0)) for op in model.get_ordered_ops()}
     assert shapes["Softmax"] == [1, 2, 1, 5] and shapes["Gelu"] == [1, 1, 16]  # one query row, one token's MLP
-    for other in (_vit_block("mean"), _vit_block("two tokens"), _vit_block(score_bias=True)):
+    for other in (_vit_block("mean"), _vit_block("two tokens"), _vit_block(score_bias=True), _vit_block(gate=True)):
         ops_before = len(other.get_ordered_ops())
         out = _run(other, x)
         assert not class_token_only_in_last_layer(other)  # the head reads other tokens, or the scores differ by row

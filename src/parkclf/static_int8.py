@@ -245,11 +245,10 @@ def _only_feeds(start, end) -> bool:
     return True
 
 
-def _above(node, kinds: set[str]):
-    """Up through nodes of ``kinds`` by their first input: the first node of another kind."""
-    while node.get_type_name() in kinds:
-        node = node.input_value(0).get_node()
-    return node
+def _side_inputs_small(node, main) -> bool:
+    """Every input of ``node`` but the one from ``main`` has at most two dimensions (a bias, a scale, a weight, a
+    shape): none holds a row per token, which the one row kept would meet broadcast."""
+    return all(v.get_node() is main or len(v.get_partial_shape()) <= 2 for v in node.input_values())
 
 
 def _class_token_gather(nodes):
@@ -278,10 +277,10 @@ def _down_to_residual(attend):
         following = [t.get_node() for t in node.output(0).get_target_inputs()]
         if len(following) != 1:
             return None
-        node = following[0]
+        previous, node = node, following[0]
         if node.get_type_name() == "Add" and all(_constant(v) is None for v in node.input_values()):
             return chain, node
-        if node.get_type_name() not in _ROW_WISE | {"Transpose", "Reshape"}:
+        if node.get_type_name() not in _ROW_WISE | {"Transpose", "Reshape"} or not _side_inputs_small(node, previous):
             return None
         chain.append(node)
 
@@ -305,11 +304,13 @@ def class_token_only_in_last_layer(model) -> bool:
             (down := _down_to_residual(users[0])) is None:
         return False
     attend, (chain, residual) = users[0], down
-    query = _above(scores.input_value(0).get_node(), {"Transpose", "Reshape", "Add"})
-    reshapes, n = [n for n in chain if n.get_type_name() == "Reshape"], scores.input_value(0).get_node()
-    while n is not query:
-        reshapes += [n] if n.get_type_name() == "Reshape" else []
-        n = n.input_value(0).get_node()
+    reshapes = [n for n in chain if n.get_type_name() == "Reshape"]
+    query = scores.input_value(0).get_node()  # up from the scores to the query's projection
+    while query.get_type_name() in ("Transpose", "Reshape", "Add"):
+        if not _side_inputs_small(query, query.input_value(0).get_node()):
+            return False
+        reshapes += [query] if query.get_type_name() == "Reshape" else []
+        query = query.input_value(0).get_node()
     targets = [_constant(r.input_value(1)) for r in reshapes]
     tokens = gather.get_input_partial_shape(0)[1].get_length()
     if query.get_type_name() != "MatMul" or not _only_feeds(residual, gather) or \
