@@ -109,6 +109,12 @@ def select_classes(ds: DatasetDict, classes: list[str]) -> DatasetDict:
     return out
 
 
+def other_class_folders(data_dir: str, classes: list[str]) -> list[str]:
+    """The class folders of ``data_dir`` that ``classes`` leaves out, in name order (so the split is stable)."""
+    root = Path(data_dir)
+    return [str(p) for p in sorted(root.iterdir()) if p.is_dir() and not is_hidden(p) and p.name not in classes]
+
+
 def _image_files(root: Path) -> list[str]:
     return image_files(root, ImageFolder.EXTENSIONS)
 

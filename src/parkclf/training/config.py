@@ -26,6 +26,9 @@ class DataArguments:
         "help": "Negatives that look like the classes, e.g. other national parks for a parks classifier. They join "
                 "the out-of-scope class as --negatives-dir does, and each training epoch sees every one of them "
                 "--hard-negatives-repeat times, so a few of them are not drowned out by many easy negatives."})
+    other_classes_as_hard_negatives: bool = field(default=False, metadata={
+        "help": "With --classes: every other class folder of --data-dir joins --hard-negatives-dir, read from the "
+                "folder (e.g. the other national parks of a parks folder), so a new folder needs no new flag."})
     hard_negatives_repeat: int = field(default=5, metadata={
         "help": "How many times each training epoch sees each --hard-negatives-dir photo (1: as often as any other)."})
     image_column: str = field(default="image", metadata={"help": "Image column of --dataset."})
@@ -39,6 +42,9 @@ class DataArguments:
                 "each source lands in a single split, which is how unseen photographers will test the model."})
 
     def __post_init__(self):
+        if self.other_classes_as_hard_negatives and not (self.classes and self.data_dir):
+            raise UsageError("--other-classes-as-hard-negatives needs --data-dir and --classes: the classes to "
+                             "learn, with every other class folder of --data-dir as a hard negative.")
         if self.hard_negatives_repeat < 1:
             raise UsageError(f"--hard-negatives-repeat {self.hard_negatives_repeat}: give how many times an epoch "
                              "sees each hard negative, 1 or more (1: no oversampling).")
@@ -78,6 +84,9 @@ class TrainArguments:
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
     label_smoothing: float = field(default=0.1, metadata={"help": "Label smoothing of the fine-tuning loss."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per process."})
+    dataloader_num_workers: int = field(default=0, metadata={
+        "help": "Processes that decode and augment photos beside the training loop (0: the loop does it). On a GPU, "
+                "decoding is the bottleneck: give it the spare cores."})
     early_stopping_patience: int = field(default=2, metadata={
         "help": "Stop after this many evaluations without improvement."})
     seed: int = field(default=42, metadata={"help": "Seed for splits, augmentation and initialisation."})

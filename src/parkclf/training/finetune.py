@@ -30,7 +30,8 @@ def trainer_args(args: TrainArguments, output_dir: str, **kw) -> TrainingArgumen
     # otherwise drop the column our transform needs.
     defaults = dict(output_dir=output_dir, seed=args.seed, report_to="none", remove_unused_columns=False,
                     bf16=args.bf16 == "true" or (args.bf16 == "auto" and bf16_supported()),
-                    use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, logging_steps=10)
+                    use_cpu=not torch.cuda.is_available(), dataloader_num_workers=args.dataloader_num_workers,
+                    logging_steps=10)
     return TrainingArguments(**{**defaults, **kw})
 
 

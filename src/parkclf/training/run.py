@@ -10,6 +10,7 @@ the scoring model never trained on, evaluate on the test split, and write the fo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +32,16 @@ from .surgery import check_trained_labels, load_model, preprocessor
 
 logger = logging.getLogger("parkclf.train")
 OUT_OF_SCOPE = "other"
+
+
+def resolve_hard_negatives(data_args: DataArguments) -> DataArguments:
+    """--other-classes-as-hard-negatives: the folders --classes leaves out, added to --hard-negatives-dir."""
+    if not data_args.other_classes_as_hard_negatives:
+        return data_args
+    rest = [d for d in data.other_class_folders(data_args.data_dir, data_args.classes)
+            if d not in data_args.hard_negatives_dir]
+    return dataclasses.replace(data_args, hard_negatives_dir=data_args.hard_negatives_dir + rest,
+                               other_classes_as_hard_negatives=False)
 
 
 def assemble(data_args: DataArguments) -> DatasetDict:
@@ -99,6 +110,7 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
     # every rank prepares the same seeded splits, and only the main process writes files.
     state = PartialState()
     set_seed(args.seed)
+    data_args = resolve_hard_negatives(data_args)
     raw = assemble(data_args)
     labels = raw["train"].features["label"].names
     outputs.check_output_dir(args.output_dir, labels, args.replace_model)
