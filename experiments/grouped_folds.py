@@ -38,7 +38,7 @@ def split(parks: Path, folds: int, seed: int, out: Path) -> dict:
     from sklearn.model_selection import StratifiedGroupKFold
 
     src = sources(parks)
-    files = sorted(src)
+    files = sorted(f for f in src if (parks / f).exists())
     in_scope = [f.split("/")[0] if f.split("/")[0] in CLASSES else "other" for f in files]
     groups = [src[f] for f in files]
     counts = {}

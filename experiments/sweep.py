@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,9 @@ CANDIDATES = {
 COST = {"x5-224": 0, "x2-308": 1, "x5-308": 2, "x15-308": 3}  # training and serving cost, for ties
 
 
+EXTRA: list[str] = []  # --train-args
+
+
 def train_args(data_dir: Path, out: Path, name: str, soup: int = 1, workers: int = 0) -> list[str]:
     return [sys.executable, "-m", "parkclf", "train", "--data-dir", str(data_dir),
             "--classes", "sequoia", "yellowstone", "yosemite", "--other-classes-as-hard-negatives",
@@ -48,7 +52,7 @@ def train_args(data_dir: Path, out: Path, name: str, soup: int = 1, workers: int
             "--model-name-or-path", str(BASE), "--center-crop", "0.8", "--abstain-threshold", "0.15",
             "--title", "National Parks Classifier", "--base-model-id", "facebook/dinov2-small", "--save-fp16",
             "--no-export-onnx", "--soup", str(soup), "--dataloader-num-workers", str(workers), "--output-dir", str(out),
-            *CANDIDATES[name]]
+            *CANDIDATES[name], *EXTRA]
 
 
 def run(cmd: list[str], log: Path, env: dict) -> int:
@@ -88,8 +92,8 @@ def choose(out: Path) -> tuple[str, dict]:
     from grouped_folds import report
 
     res = {n: report(sorted(map(str, (out / "preds").glob(f"{n}-fold-?.jsonl"))), P, None,
-                     sorted(map(str, (out / "preds").glob(f"{n}-fold-?-scenes.jsonl")))) for n in CANDIDATES}
-    res = {n: r for n, r in res.items() if r["all_heldout"]["park_photos"]}
+                     sorted(map(str, (out / "preds").glob(f"{n}-fold-?-scenes.jsonl"))))
+           for n in CANDIDATES if any((out / "preds").glob(f"{n}-fold-?.jsonl"))}
     best_auroc = max(r["all_heldout"]["other_auroc"] for r in res.values())
     ok = {n: r["all_heldout"]["closest_park"] for n, r in res.items()
           if r["all_heldout"]["other_auroc"] >= best_auroc - 0.02 and r["all_heldout"]["answered"] >= 0.90}
@@ -98,6 +102,7 @@ def choose(out: Path) -> tuple[str, dict]:
 
 
 def main(argv=None) -> None:
+    global P
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folds-dir", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
@@ -106,7 +111,11 @@ def main(argv=None) -> None:
     ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES))
     ap.add_argument("--soup-of", help="phase 2: make soups of three of this candidate (fold models and the final)")
     ap.add_argument("--choose", action="store_true", help="phase 2 on the candidate the rule picks")
+    ap.add_argument("--parks", type=Path, default=P, help="the parks folder (SOURCES.tsv inside) the folds came from")
+    ap.add_argument("--train-args", default="", help="more train.py flags for every run, e.g. for a quick check")
     a = ap.parse_args(argv)
+    P = a.parks
+    EXTRA[:] = shlex.split(a.train_args)
     folds = sorted(a.folds_dir.glob("fold-*"))
     path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}

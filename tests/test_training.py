@@ -128,6 +128,23 @@ def test_hard_negatives_join_the_out_of_scope_class_repeated_and_are_reported(ti
         main([*args, "--hard-negatives-dir", str(hard), "--hard-negatives-repeat", "0"])
 
 
+def test_other_class_folders_become_hard_negatives_read_from_the_data_folder(tiny_vit, tmp_path):
+    from conftest import make_imagefolder
+
+    data = make_imagefolder(tmp_path / "data", per_class=8, classes=("red", "blue", "green", "grey"), seed=3)
+    out = tmp_path / "out"
+    args = ["--data-dir", str(data), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
+            "--freeze-backbone", *FAST]
+    main([*args, "--classes", "red", "blue", "--other-classes-as-hard-negatives", "--hard-negatives-repeat", "2",
+          "--dataloader-num-workers", "1"])  # decoding in a worker process, as on a GPU
+    labels = json.loads((out / "config.json").read_text())["id2label"]
+    assert sorted(labels.values()) == ["blue", "other", "red"]
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["hard_negatives"]["repeat"] == 2 and 8 < report["hard_negatives"]["photos_in_train"] <= 16
+    with pytest.raises(ValueError, match="needs --data-dir and --classes"):
+        main([*args, "--other-classes-as-hard-negatives", "--replace-model"])
+
+
 def trained_then_recalibrated(tiny_vit, imagefolder, out, *calibrate_args):
     """A frozen-backbone model, then --calibrate-only on it: (first metrics, its weights' bytes, second metrics)."""
     data = ["--data-dir", str(imagefolder), *FAST]
