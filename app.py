@@ -4,7 +4,8 @@
     MODEL_ID=user/model python app.py    # a Hub model repo, or a local train.py output folder
     python app.py --share                # plus a public gradio.live link (or GRADIO_SHARE=1)
 
-Honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; FEEDBACK_DIR turns on "wrong? tell us".
+Honours GRADIO_SERVER_NAME / GRADIO_SERVER_PORT; FEEDBACK_DIR (a folder) or FEEDBACK_DATASET (a Hub dataset repo,
+with an HF_TOKEN secret) turns on "wrong? tell us".
 """
 
 import sys

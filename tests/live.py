@@ -26,7 +26,9 @@ def free_port() -> int:
 
 
 class AppServer:
-    def __init__(self, env: dict | None = None, log: Path | None = None):
+    """``argv``: the script and its flags (default: app.py)."""
+
+    def __init__(self, env: dict | None = None, log: Path | None = None, argv: list[str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log_path = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"app-{self.port}.log"
@@ -34,7 +36,7 @@ class AppServer:
                     "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", **(env or {})}
         self.log = open(self.log_path, "w")  # noqa: SIM115 - the server writes it until stop()
         self.t0 = time.perf_counter()
-        self.proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=full_env, stdout=self.log,
+        self.proc = subprocess.Popen([sys.executable, *(argv or ["app.py"])], cwd=ROOT, env=full_env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
 
     def wait(self, timeout: float = 180) -> float:

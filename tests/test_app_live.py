@@ -11,6 +11,7 @@ from gradio_client.exceptions import AppError
 
 from conftest import EMBEDDED, ROOT, make_photo
 from hostile import big_flat_png, bomb_png, cases
+from hub_standin import RecordingHfApi, calls
 from live import AppServer, RawHTTP
 
 pytestmark = pytest.mark.live
@@ -234,7 +235,7 @@ def classify_then_correct(raw: RawHTTP, path, session: str, right="yosemite", cl
     photo = raw.upload(path)
     if classify:
         raw.call("classify", [photo, False], session)
-    return raw.call("save", [photo, right, None], session)
+    return raw.call("save", [photo, right], session)
 
 
 def test_feedback_refusals_over_raw_http(feedback_server, tmp_path):
@@ -268,4 +269,38 @@ def test_feedback_refusals_over_raw_http(feedback_server, tmp_path):
     assert not ok and "folder is full" in message  # FEEDBACK_MAX_FILES=2
     saved = list(folder.rglob("*.jpg"))
     assert len(saved) == 2 and all(p.read_bytes()[:3] == b"\xff\xd8\xff" for p in saved)  # re-encoded JPEGs only
-    assert not [p for p in folder.rglob("*") if p.is_file() and p.suffix not in {".jpg", ".csv"}]
+    assert not [p for p in folder.rglob("*") if p.is_file() and p.suffix not in {".jpg", ".jsonl"}]
+
+
+def test_a_correction_through_the_page_reaches_the_hub_and_a_restart_does_not_take_it_again(tmp_path):
+    """FEEDBACK_DATASET set: a correction sent through the page's own events goes up in a CommitScheduler commit
+    (here when the app stops, by SIGTERM as a Space's restart does), and the app restarted on an empty disk reads the
+    dataset's metadata back and refuses the same photo. The Hub is a recording stand-in (tests/hub_standin.py)."""
+    from parkclf.app.feedback import digest, read_rows
+
+    hub = tmp_path / "hub"
+    photo = tmp_path / "p.jpg"
+    make_photo((60, 120, 60), size=(400, 300), seed=11).save(photo)
+
+    def correct_once_in_a_fresh_app():
+        # no FEEDBACK_DIR: each app keeps its corrections in a new temporary folder, the empty disk of a restart
+        srv = AppServer(env={"FEEDBACK_DATASET": "me/corrections", "TMPDIR": str(tmp_path)},
+                        argv=["tests/hub_app.py", str(hub)])
+        try:
+            srv.wait()
+            return classify_then_correct(RawHTTP(srv.url), photo, uuid.uuid4().hex)
+        finally:
+            srv.stop()
+            assert srv.proc.returncode == 0 and "Traceback" not in srv.output(), srv.output()[-3000:]
+
+    ok, message = correct_once_in_a_fresh_app()
+    assert ok, message
+    sent = [a["path"] for c in calls(hub, "create_commit") for a in c["added"]]
+    assert len(sent) == 2 and sum(p.endswith("/metadata.jsonl") for p in sent) == 1, sent
+    assert sum(p.split("/")[1:2] == ["yosemite"] and p.endswith(".jpg") for p in sent) == 1, sent
+    [row] = read_rows(RecordingHfApi(hub).repo("me/corrections"))
+    assert row["label"] == "yosemite" and row["sha256"] == digest(photo) and row["predicted"] in PARKS
+
+    ok, message = correct_once_in_a_fresh_app()
+    assert not ok and "already have a correction" in message, message
+    assert len(calls(hub, "create_commit")) == 1  # the restarted app had nothing new to send

@@ -1,19 +1,22 @@
-"""The corrections folder that strangers write into: what it keeps, what it refuses, and that train.py reads it.
+"""The corrections folder that strangers write into: what it keeps, what it refuses, how it reaches the Hub (up to
+the huggingface_hub call, through a recording stand-in), and that `parkclf train --extra-dataset` reads it.
 The same refusals through the page and through raw HTTP are in test_app_live.py and test_browser.py."""
 
-import csv
-import json
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from parkclf.app.feedback import FeedbackError, FeedbackLimits, FeedbackStore, digest
+from parkclf.app.feedback import FeedbackError, FeedbackLimits, FeedbackStore, digest, on_hub, read_rows
+from parkclf.errors import UsageError
 
-from conftest import COLOURS, make_imagefolder, make_photo
+from conftest import COLOURS, make_photo
 from hostile import bomb_png, cases
+from hub_standin import RecordingHfApi, calls
 
 LABELS = ["blue", "red"]
+ANSWER = {"label": "blue", "confidences": {"red": 0.25, "blue": 0.7}, "abstained": False}
 
 
 def upload(tmp_path, name="upload.jpg", size=(300, 200), seed=1):
@@ -23,30 +26,47 @@ def upload(tmp_path, name="upload.jpg", size=(300, 200), seed=1):
 
 
 def classified(store, path, session="s1"):
-    store.remember(session, digest(path))
+    store.remember(session, digest(path), ANSWER)
     return path
 
 
 def test_a_classified_photo_is_saved_as_a_fresh_jpeg_in_its_class_folder(tmp_path):
     store = FeedbackStore(tmp_path / "fb", LABELS)
     big = classified(store, upload(tmp_path, size=(3000, 1800)))
-    dest = store.save(big, "red", "blue", session="s1")
-    assert dest.parent == tmp_path / "fb" / "red" and dest.suffix == ".jpg"
+    dest = store.save(big, "red", session="s1")
+    assert dest.parent == store.run / "red" and store.run.parent == tmp_path / "fb" and dest.suffix == ".jpg"
     saved = Image.open(dest)
     assert saved.format == "JPEG" and max(saved.size) == 1024  # re-encoded and shrunk, never the bytes sent
     assert dest.read_bytes() != Path(big).read_bytes()
-    rows = list(csv.DictReader((tmp_path / "fb" / "feedback.csv").read_text().splitlines()))
-    assert rows[0]["label"] == "red" and rows[0]["predicted"] == "blue" and rows[0]["digest"] == digest(big)
+    [row] = read_rows(tmp_path / "fb")
+    assert row["file_name"] == f"red/{dest.name}" and row["label"] == "red" and row["sha256"] == digest(big)
+    # the model's answer is the one this session was given for this photo, most confident first
+    assert row["predicted"] == "blue" and row["abstained"] is False
+    assert row["confidences"] == [{"label": "blue", "score": 0.7}, {"label": "red", "score": 0.25}]
+    assert time.time() - time.mktime(time.strptime(row["time"], "%Y-%m-%dT%H:%M:%SZ")) + time.timezone < 60
+
+
+def test_the_runs_load_together_as_one_imagefolder_with_the_corrected_labels(tmp_path):
+    """Two app runs write two folders with a metadata file each; datasets reads them as one imagefolder."""
+    import datasets
+
+    for seed, label in ((1, "red"), (2, "blue")):
+        store = FeedbackStore(tmp_path / "fb", LABELS)
+        store.save(classified(store, upload(tmp_path, f"{seed}.jpg", seed=seed)), label, session="s1")
+    assert len(list((tmp_path / "fb").glob("*/metadata.jsonl"))) == 2
+    ds = datasets.load_dataset("imagefolder", data_dir=str(tmp_path / "fb"), split="train")
+    assert sorted(ds["label"]) == ["blue", "red"] and set(ds["predicted"]) == {"blue"}
+    assert ds[0]["image"].size == (300, 200) and len(ds[0]["sha256"]) == 64
 
 
 def test_a_photo_this_session_never_classified_is_refused(tmp_path):
     store = FeedbackStore(tmp_path / "fb", LABELS)
     path = upload(tmp_path)
     with pytest.raises(FeedbackError, match="Classify this photo first"):
-        store.save(path, "red", None, session="s1")
-    store.remember("someone-else", digest(path))
+        store.save(path, "red", session="s1")
+    store.remember("someone-else", digest(path), ANSWER)
     with pytest.raises(FeedbackError, match="Classify this photo first"):
-        store.save(path, "red", None, session="s1")
+        store.save(path, "red", session="s1")
     assert not (tmp_path / "fb").exists()
 
 
@@ -58,7 +78,7 @@ def test_what_the_loader_refuses_is_refused(tmp_path, name):
     store = FeedbackStore(tmp_path / "fb", LABELS)
     classified(store, str(path))
     with pytest.raises(FeedbackError, match="was not saved"):
-        store.save(str(path), "red", None, session="s1")
+        store.save(str(path), "red", session="s1")
     assert not list((tmp_path / "fb").rglob("*.jpg"))
 
 
@@ -68,32 +88,32 @@ def test_an_oversized_photo_is_refused_before_it_is_decoded(tmp_path):
     store = FeedbackStore(tmp_path / "fb", LABELS)
     classified(store, str(path))
     with pytest.raises(FeedbackError, match="limit is 40 megapixels"):
-        store.save(str(path), "red", None, session="s1")
+        store.save(str(path), "red", session="s1")
 
 
 def test_the_same_photo_twice_is_kept_once_even_after_a_restart(tmp_path):
     store = FeedbackStore(tmp_path / "fb", LABELS)
     path = classified(store, upload(tmp_path))
-    store.save(path, "red", None, session="s1")
+    store.save(path, "red", session="s1")
     with pytest.raises(FeedbackError, match="already have a correction"):
-        store.save(path, "blue", None, session="s1")
-    again = FeedbackStore(tmp_path / "fb", LABELS)  # a new process reads the log
+        store.save(path, "blue", session="s1")
+    again = FeedbackStore(tmp_path / "fb", LABELS)  # a new process reads the metadata back
     classified(again, path, "s2")
     with pytest.raises(FeedbackError, match="already have a correction"):
-        again.save(path, "red", None, session="s2")
+        again.save(path, "red", session="s2")
     assert len(list((tmp_path / "fb").rglob("*.jpg"))) == 1
 
 
 def test_the_folder_caps_hold_and_say_so(tmp_path):
     store = FeedbackStore(tmp_path / "fb", LABELS, FeedbackLimits(max_files=2))
     for seed in range(2):
-        store.save(classified(store, upload(tmp_path, f"{seed}.jpg", seed=seed), f"s{seed}"), "red", None,
+        store.save(classified(store, upload(tmp_path, f"{seed}.jpg", seed=seed), f"s{seed}"), "red",
                    session=f"s{seed}")
     with pytest.raises(FeedbackError, match="folder is full"):
-        store.save(classified(store, upload(tmp_path, "x.jpg", seed=9), "s9"), "red", None, session="s9")
+        store.save(classified(store, upload(tmp_path, "x.jpg", seed=9), "s9"), "red", session="s9")
     tiny = FeedbackStore(tmp_path / "fb2", LABELS, FeedbackLimits(max_bytes=1000))
     with pytest.raises(FeedbackError, match="folder is full"):
-        tiny.save(classified(tiny, upload(tmp_path, "y.jpg", seed=3)), "red", None, session="s1")
+        tiny.save(classified(tiny, upload(tmp_path, "y.jpg", seed=3)), "red", session="s1")
     assert len(list((tmp_path / "fb").rglob("*.jpg"))) == 2 and not list((tmp_path / "fb2").rglob("*.jpg"))
     reopened = FeedbackStore(tmp_path / "fb", LABELS, FeedbackLimits(max_files=2))
     assert reopened.files == 2  # the cap counts what is already on disk
@@ -102,29 +122,71 @@ def test_the_folder_caps_hold_and_say_so(tmp_path):
 def test_each_session_and_everyone_together_are_rate_limited(tmp_path):
     store = FeedbackStore(tmp_path / "fb", LABELS, FeedbackLimits(per_session=2, overall=3))
     for seed in range(2):
-        store.save(classified(store, upload(tmp_path, f"{seed}.jpg", seed=seed)), "red", None, session="s1")
+        store.save(classified(store, upload(tmp_path, f"{seed}.jpg", seed=seed)), "red", session="s1")
     with pytest.raises(FeedbackError, match="the most we take"):
-        store.save(classified(store, upload(tmp_path, "a.jpg", seed=5)), "red", None, session="s1")
-    store.save(classified(store, upload(tmp_path, "b.jpg", seed=6), "s2"), "red", None, session="s2")
+        store.save(classified(store, upload(tmp_path, "a.jpg", seed=5)), "red", session="s1")
+    store.save(classified(store, upload(tmp_path, "b.jpg", seed=6), "s2"), "red", session="s2")
     with pytest.raises(FeedbackError, match="many corrections right now"):
-        store.save(classified(store, upload(tmp_path, "c.jpg", seed=7), "s3"), "red", None, session="s3")
+        store.save(classified(store, upload(tmp_path, "c.jpg", seed=7), "s3"), "red", session="s3")
 
 
 def test_an_unknown_class_is_refused(tmp_path):
     store = FeedbackStore(tmp_path / "fb", LABELS)
     with pytest.raises(FeedbackError, match="Choose one of blue, red"):
-        store.save(classified(store, upload(tmp_path)), "purple", None, session="s1")
+        store.save(classified(store, upload(tmp_path)), "purple", session="s1")
 
 
-def test_saved_corrections_are_extra_training_data(tiny_vit, tmp_path):
-    from parkclf.training import main as train_main
+def wait_for(condition, timeout=20.0):
+    deadline = time.time() + timeout
+    while not condition() and time.time() < deadline:
+        time.sleep(0.05)
+    return condition()
 
-    data = make_imagefolder(tmp_path / "data", per_class=12)
-    store = FeedbackStore(tmp_path / "fb", LABELS)
-    store.save(classified(store, upload(tmp_path)), "red", "blue", session="s1")
-    out = tmp_path / "out"
-    train_main(["--data-dir", str(data), "--extra-data-dir", str(tmp_path / "fb"), "--model-name-or-path",
-                str(tiny_vit), "--output-dir", str(out), "--freeze-backbone", "--head-epochs", "2", "--bf16", "false",
-                "--no-export-onnx"])
-    counts = json.loads((out / "data_report.json").read_text())["counts"]
-    assert sum(sum(c.values()) for c in counts.values()) == 25  # 24 photos + the correction
+
+def test_corrections_go_to_a_private_dataset_repo_on_schedule_and_at_shutdown(tmp_path):
+    api = RecordingHfApi(tmp_path / "hub")
+    store = on_hub("me/corrections", tmp_path / "fb", LABELS, every=0.005, api=api)  # every 0.3 s
+    first = store.save(classified(store, upload(tmp_path, "1.jpg", seed=1)), "red", session="s1")
+    # the scheduler's own thread uploads the photo and its metadata row together, with nothing else
+    assert wait_for(lambda: calls(api.folder, "create_commit")), "no scheduled upload within 20 s"
+    [commit] = calls(api.folder, "create_commit")
+    run = store.run.name
+    assert commit["repo_id"] == "me/corrections" and commit["repo_type"] == "dataset"
+    assert sorted(a["path"] for a in commit["added"]) == [f"{run}/metadata.jsonl", f"{run}/red/{first.name}"]
+    [created] = calls(api.folder, "create_repo")
+    assert created["repo_type"] == "dataset" and created["private"] is True and created["exist_ok"] is True
+    second = store.save(classified(store, upload(tmp_path, "2.jpg", seed=2)), "blue", session="s1")
+    (store.run / "blue" / "stray.part").write_bytes(b"half a photo")  # never uploaded: not a photo of the layout
+    store.close()  # what the app does at shutdown
+    sent = {a["path"] for c in calls(api.folder, "create_commit") for a in c["added"]}
+    assert f"{run}/blue/{second.name}" in sent and not any(p.endswith(".part") for p in sent)
+    # what the Hub would hold loads as an imagefolder, with the corrected labels
+    import datasets
+
+    ds = datasets.load_dataset("imagefolder", data_dir=str(api.repo("me/corrections")), split="train")
+    assert sorted(ds["label"]) == ["blue", "red"]
+
+
+def test_a_restart_on_an_empty_disk_refuses_a_photo_the_hub_already_has(tmp_path):
+    api = RecordingHfApi(tmp_path / "hub")
+    store = on_hub("me/corrections", tmp_path / "disk-1", LABELS, api=api)
+    path = classified(store, upload(tmp_path))
+    store.save(path, "red", session="s1")
+    store.close()
+    restarted = on_hub("me/corrections", tmp_path / "disk-2", LABELS, FeedbackLimits(max_files=2), api=api)
+    assert calls(api.folder, "snapshot_download")[-1]["allow_patterns"] == "*/metadata.jsonl"  # rows, not photos
+    assert restarted.files == 1  # the cap counts what the Hub holds
+    classified(restarted, path, "s2")
+    with pytest.raises(FeedbackError, match="already have a correction"):
+        restarted.save(path, "red", session="s2")
+    restarted.close()
+    assert not list((tmp_path / "disk-2").rglob("*.jpg"))
+
+
+def test_a_dataset_repo_that_cannot_be_opened_names_the_setting_to_fix(tmp_path):
+    class NoToken(RecordingHfApi):
+        def create_repo(self, repo_id, **kw):
+            raise OSError("401 Client Error: Unauthorized for url: https://huggingface.co/api/repos/create")
+
+    with pytest.raises(UsageError, match="FEEDBACK_DATASET=me/corrections.*401 Client Error.*HF_TOKEN"):
+        on_hub("me/corrections", tmp_path / "fb", LABELS, api=NoToken(tmp_path / "hub"))

@@ -3,6 +3,7 @@
 
 import pytest
 
+from parkclf.app.feedback import FeedbackStore
 from parkclf.app.ui import NONE_OF_THESE, AppOptions, build_demo, label_value, verdict
 from parkclf.classifier import Classifier, Prediction
 from parkclf.training import main as train_main
@@ -34,8 +35,9 @@ def test_label_headline_agrees_with_the_verdict():
     assert max(shown, key=shown.get) == NONE_OF_THESE and abs(shown[NONE_OF_THESE] - 0.6) < 1e-9
 
 
-def test_demo_builds_with_named_endpoints(tiny_vit):
-    demo = build_demo(Classifier.from_pretrained(str(tiny_vit)), AppOptions(feedback_dir="/nonexistent"))
+def test_demo_builds_with_named_endpoints(tiny_vit, tmp_path):
+    classifier = Classifier.from_pretrained(str(tiny_vit))
+    demo = build_demo(classifier, AppOptions(feedback=FeedbackStore(tmp_path / "fb", classifier.labels)))
     public = {d.api_name for d in demo.fns.values() if d.api_visibility == "public"}
     assert public == {"predict", "predict_batch", "explain"}  # the page's own events stay off the API page
 

@@ -1,16 +1,26 @@
-"""Corrections from the page ("Wrong? Tell us"), saved as an imagefolder that ``train.py --extra-data-dir`` reads.
+"""Corrections from the page ("Wrong? Tell us"), kept as an imagefolder that ``parkclf train --extra-dataset`` reads,
+in a local folder and, with ``FEEDBACK_DATASET``, in a Hub dataset repository as well.
+
+Layout (the same on disk and on the Hub): one folder per app run, ``<run>/<label>/<uuid>.jpg`` with
+``<run>/metadata.jsonl``, a row per photo (file_name, label: the right class, predicted, abstained, confidences,
+time, sha256 of the photo as sent). ``datasets.load_dataset("imagefolder", data_dir=...)`` reads it, and so does
+``load_dataset("user/name")``. A run writes only its own folder: a restarted Space, whose disk starts empty, never
+overwrites what an earlier run uploaded (huggingface_hub's CommitScheduler uploads whole files).
 
 A public link means strangers write into this folder, so nothing they send is stored as sent: the upload is
 decoded by :func:`parkclf.images.load_image` (what it refuses is refused) and saved as a fresh JPEG of at most
-1024 px. A correction is taken only for a photo this session had classified, once per photo, at a limited rate
-per session and overall (attempts count, refused ones too), and only while the folder is under its caps.
+1024 px. A correction is taken only for a photo this session had classified, once per photo (the photos already
+taken are read back at start, from the folder and the Hub), at a limited rate per session and overall (attempts
+count, refused ones too), and only while the kept corrections are under their caps.
 """
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import hashlib
 import io
+import json
+import logging
 import threading
 import time
 import uuid
@@ -18,9 +28,12 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import UsageError
 from ..images import ImageError, load_image
 
-LOG = "feedback.csv"
+logger = logging.getLogger(__name__)
+METADATA = "metadata.jsonl"
+UPLOADED = [f"*/{METADATA}", "*/*/*.jpg"]  # all a run writes that may leave the machine (never a .part file)
 
 
 class FeedbackError(ValueError):
@@ -29,8 +42,8 @@ class FeedbackError(ValueError):
 
 @dataclass(frozen=True)
 class FeedbackLimits:
-    max_files: int = 1000  # photos in the folder, all classes together
-    max_bytes: int = 200 * 2**20  # bytes in the folder
+    max_files: int = 1000  # corrections kept, all classes and runs together (the Hub dataset's included)
+    max_bytes: int = 200 * 2**20  # bytes of photos in the local folder
     max_side: int = 1024  # the saved JPEG's longest side
     per_session: int = 10  # corrections per session per window
     overall: int = 120  # corrections from everyone per window
@@ -48,30 +61,53 @@ def digest(path: str) -> str:
     return h.hexdigest()
 
 
+def read_rows(root: str | Path) -> list[dict]:
+    """The metadata rows of every run under ``root`` (a local folder, or the Hub's metadata files downloaded)."""
+    rows = []
+    for path in sorted(Path(root).glob(f"*/{METADATA}")):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:  # a line torn by a crash mid-write; the rest of the file still counts
+                logger.warning("%s:%d is not a JSON row; skipped", path, n)
+    return rows
+
+
+def run_name() -> str:
+    """A folder name no other run picks: the UTC start time, then random hex (never a datasets split keyword)."""
+    return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
 class FeedbackStore:
-    def __init__(self, root: str | Path, labels: list[str], limits: FeedbackLimits | None = None):
+    """``taken``: digests of photos kept elsewhere (the Hub dataset). ``hub``: the CommitScheduler uploading
+    ``root``; its lock keeps a photo and its metadata row in the same commit."""
+
+    def __init__(self, root: str | Path, labels: list[str], limits: FeedbackLimits | None = None, *,
+                 taken: set[str] | frozenset[str] = frozenset(), hub=None):
         self.root, self.labels, self.limits = Path(root), list(labels), limits or FeedbackLimits()
+        self.run = self.root / run_name()
+        self.hub = hub
         self._lock = threading.Lock()
-        self._classified: OrderedDict[str, set[str]] = OrderedDict()
+        self._classified: OrderedDict[str, dict[str, dict]] = OrderedDict()
         self._times: dict[str, deque] = {}
         self._all_times: deque = deque()
-        self._known, self.files, self.bytes = self._scan()
+        self._known = {r.get("sha256") for r in read_rows(self.root)} - {None, ""} | set(taken)
+        self.bytes = sum(p.stat().st_size for p in self.root.glob("*/*/*.jpg"))
 
-    def _scan(self) -> tuple[set[str], int, int]:
-        """What the folder already holds: the digests logged, and its photos' count and size."""
-        known, files, size = set(), 0, 0
-        if (self.root / LOG).exists():
-            with (self.root / LOG).open(newline="") as f:
-                known = {r.get("digest", "") for r in csv.DictReader(f)} - {""}
-        for p in self.root.glob("*/*.jpg") if self.root.is_dir() else []:
-            files, size = files + 1, size + p.stat().st_size
-        return known, files, size
+    @property
+    def files(self) -> int:
+        """Corrections kept: one per photo, here or on the Hub."""
+        return len(self._known)
 
-    def remember(self, session: str, photo_digest: str) -> None:
-        """This session classified this photo (called by the page's classify event)."""
+    def remember(self, session: str, photo_digest: str, prediction: dict) -> None:
+        """This session classified this photo, and the model said ``prediction`` (label, confidences, abstained);
+        called by the page's classify event."""
+        answer = {k: prediction[k] for k in ("label", "confidences", "abstained")}
         with self._lock:
-            seen = self._classified.pop(session, set())
-            seen.add(photo_digest)
+            seen = self._classified.pop(session, {})
+            seen[photo_digest] = answer
             self._classified[session] = seen
             while len(self._classified) > self.limits.sessions:
                 self._classified.popitem(last=False)
@@ -98,7 +134,7 @@ class FeedbackStore:
         img.save(buf, "JPEG", quality=90)
         return buf.getvalue()
 
-    def save(self, path: str, label: str, predicted: str | None, *, session: str) -> Path:
+    def save(self, path: str, label: str, *, session: str) -> Path:
         """Store one correction; raises FeedbackError (a sentence for the page) when it is refused. Every attempt
         counts towards the rate limits, refused ones included: each costs a decode."""
         if label not in self.labels:
@@ -112,29 +148,59 @@ class FeedbackStore:
         data = self._encode(path)
         photo = digest(path)
         with self._lock:
-            if photo not in self._classified.get(session, ()):
+            answer = self._classified.get(session, {}).get(photo)
+            if answer is None:
                 raise FeedbackError("Classify this photo first, then tell us the right answer.")
             if photo in self._known:
                 raise FeedbackError("We already have a correction for this photo. Thank you!")
             if self.files + 1 > self.limits.max_files or self.bytes + len(data) > self.limits.max_bytes:
                 raise FeedbackError("Thank you! The feedback folder is full, so corrections are not being saved "
                                     "right now.")
-            return self._write(data, label, predicted, photo)
+            return self._write(data, label, answer, photo)
 
-    def _write(self, data: bytes, label: str, predicted: str | None, photo: str) -> Path:
-        dest = self.root / label / f"{uuid.uuid4().hex}.jpg"
+    def _write(self, data: bytes, label: str, answer: dict, photo: str) -> Path:
+        dest = self.run / label / f"{uuid.uuid4().hex}.jpg"
+        # confidences as a list of (label, score): one schema for every run, whatever classes its model had, so
+        # datasets can read all the runs' metadata files together
+        row = {"file_name": dest.relative_to(self.run).as_posix(), "label": label, "predicted": answer["label"],
+               "abstained": bool(answer["abstained"]),
+               "confidences": [{"label": k, "score": float(v)} for k, v in
+                               sorted(answer["confidences"].items(), key=lambda kv: -kv[1])],
+               "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sha256": photo}
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_suffix(".part")
-        tmp.write_bytes(data)
-        tmp.replace(dest)  # a reader (or train.py) never sees half a photo
-        log = self.root / LOG
-        new = not log.exists()
-        with log.open("a", newline="") as f:
-            w = csv.writer(f)
-            if new:
-                w.writerow(["time", "file", "label", "predicted", "digest"])
-            w.writerow([time.strftime("%Y-%m-%dT%H:%M:%S"), str(dest.relative_to(self.root)), label, predicted or "",
-                        photo])
+        with self.hub.lock if self.hub else contextlib.nullcontext():  # an upload sees both files or neither
+            tmp = dest.with_suffix(".part")
+            tmp.write_bytes(data)
+            tmp.replace(dest)  # a reader (or parkclf train) never sees half a photo
+            with (self.run / METADATA).open("a") as f:
+                f.write(json.dumps(row) + "\n")
         self._known.add(photo)
-        self.files, self.bytes = self.files + 1, self.bytes + len(data)
+        self.bytes += len(data)
         return dest
+
+    def close(self) -> None:
+        """Upload what is left (at shutdown), and stop the scheduler."""
+        if self.hub:
+            self.hub.trigger().result()
+            self.hub.stop()
+
+
+def on_hub(repo_id: str, root: str | Path, labels: list[str], limits: FeedbackLimits | None = None, *,
+           every: float = 5.0, api=None) -> FeedbackStore:
+    """A store whose folder a CommitScheduler uploads to the dataset repo ``repo_id`` every ``every`` minutes (and
+    at :meth:`FeedbackStore.close`), knowing the photos the repo already holds. ``api``: an ``HfApi`` (the token
+    comes from HF_TOKEN through huggingface_hub itself)."""
+    from ..publish import hub
+
+    scheduler = None
+    try:
+        scheduler = hub.schedule_uploads(root, repo_id, every=every, allow_patterns=UPLOADED, api=api)
+        taken = {r.get("sha256") for r in read_rows(hub.download(scheduler.api, scheduler.repo_id, f"*/{METADATA}"))}
+    except Exception as e:  # no token, no network, no write access: say which setting to fix
+        if scheduler:
+            scheduler.stop()
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UsageError(f"FEEDBACK_DATASET={repo_id}: the dataset repo could not be opened ({first}). Add an "
+                         "HF_TOKEN secret with write access to it, or unset FEEDBACK_DATASET to keep corrections "
+                         "on this disk only.") from None
+    return FeedbackStore(root, labels, limits, taken=taken - {None, ""}, hub=scheduler)

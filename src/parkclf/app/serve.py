@@ -1,7 +1,8 @@
 """``parkclf serve`` (and app.py): load the checkpoint once, warm it up, build the page, launch with safe settings.
 
-Settings a Space sets as variables: MODEL_ID, ENGINE, FEEDBACK_DIR (+ FEEDBACK_MAX_FILES, FEEDBACK_MAX_MB),
-CACHE_EXPIRY, WEB_URL, GRADIO_SHARE; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are read by Gradio itself.
+Settings a Space sets as variables: MODEL_ID, ENGINE, FEEDBACK_DIR and FEEDBACK_DATASET (+ FEEDBACK_MAX_FILES,
+FEEDBACK_MAX_MB), CACHE_EXPIRY, WEB_URL, GRADIO_SHARE; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are read by Gradio
+itself, and HF_TOKEN (a secret) by huggingface_hub.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import argparse
 import csv
 import logging
 import os
+import signal
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,12 +42,24 @@ def load_examples(folder: Path) -> list:
 
 
 def feedback_limits():
-    """FEEDBACK_MAX_FILES and FEEDBACK_MAX_MB cap the corrections folder (defaults in FeedbackLimits)."""
+    """FEEDBACK_MAX_FILES and FEEDBACK_MAX_MB cap the corrections kept (defaults in FeedbackLimits)."""
     from .feedback import FeedbackLimits
 
     base = FeedbackLimits()
     return FeedbackLimits(max_files=int(os.environ.get("FEEDBACK_MAX_FILES", base.max_files)),
                           max_bytes=int(float(os.environ.get("FEEDBACK_MAX_MB", base.max_bytes / 2**20)) * 2**20))
+
+
+def feedback_store(folder: str | None, dataset: str | None, labels: list[str], *, hf_api=None):
+    """Where "Wrong? Tell us" keeps corrections: ``folder``, and with ``dataset`` (user/name) a Hub dataset repo as
+    well, which a Space keeps across restarts (its disk it does not; the folder is then a temporary one unless
+    given). None when neither is set: the page shows no control. ``hf_api``: an HfApi (tests pass a stand-in)."""
+    from . import feedback
+
+    if dataset:
+        return feedback.on_hub(dataset, folder or tempfile.mkdtemp(prefix="feedback-"), labels, feedback_limits(),
+                               api=hf_api)
+    return feedback.FeedbackStore(folder, labels, feedback_limits()) if folder else None
 
 
 def cache_expiry() -> tuple[int, int]:
@@ -66,14 +81,14 @@ def load(model: str, engine: str = "auto") -> Classifier:
     return classifier
 
 
-def create_demo(classifier: Classifier, model: str, *, examples_dir: Path | None = None,
-                feedback_dir: str | None = None, web_url: str | None = None):
+def create_demo(classifier: Classifier, model: str, *, examples_dir: Path | None = None, feedback=None,
+                web_url: str | None = None):
     from .ui import AppOptions, about_markdown, build_demo
 
     local = model if Path(model).is_dir() else None
     options = AppOptions(examples=load_examples(examples_dir) if examples_dir else [],
                          about=about_markdown(local, classifier, Path(model).name if local else model),
-                         feedback_dir=feedback_dir, feedback_limits=feedback_limits(), web_url=web_url,
+                         feedback=feedback, web_url=web_url,
                          delete_cache=cache_expiry())
     return build_demo(classifier, options)
 
@@ -88,7 +103,8 @@ def launch(demo, *, share: bool = False, feedback_dir: str | None = None, routes
                        app_kwargs={**app_kwargs(), "routes": routes or []}, **kw)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, *, hf_api=None) -> None:
+    """``hf_api``: the HfApi that keeps corrections on the Hub (default: huggingface_hub's, with HF_TOKEN)."""
     from ..publish import web
 
     parser = argparse.ArgumentParser(prog="parkclf serve", description="Serve a checkpoint as the Gradio app.")
@@ -97,7 +113,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--share", action="store_true", default=os.environ.get("GRADIO_SHARE") == "1",
                         help="Also open a public share link (needs the network)")
     parser.add_argument("--feedback-dir", default=os.environ.get("FEEDBACK_DIR"),
-                        help="Save user corrections here (off unless set)")
+                        help="Save user corrections here (off unless set, or --feedback-dataset is)")
+    parser.add_argument("--feedback-dataset", default=os.environ.get("FEEDBACK_DATASET"),
+                        help="Also keep user corrections in this Hub dataset repo, user/name (default "
+                             "$FEEDBACK_DATASET; needs HF_TOKEN with write access): uploaded every 5 minutes and at "
+                             "shutdown, and read back at start so a restart does not take the same photo twice")
     parser.add_argument("--engine", default=os.environ.get("ENGINE", "auto"),
                         choices=ENGINES,
                         help="What runs the model (default $ENGINE, else auto: OpenVINO where the export has its "
@@ -113,6 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     # The in-browser page is served beside the app when its npm packages are installed (web/node_modules) and the
     # checkpoint has its int8 export; else WEB_URL may point at a static Space that publishes it.
     routes = [web.mount(classifier.folder)] if web.available(classifier.folder) else []
-    demo = create_demo(classifier, args.model, examples_dir=ROOT / "examples", feedback_dir=args.feedback_dir,
+    store = feedback_store(args.feedback_dir, args.feedback_dataset, classifier.labels, hf_api=hf_api)
+    demo = create_demo(classifier, args.model, examples_dir=ROOT / "examples", feedback=store,
                        web_url=os.environ.get("WEB_URL") or ("/web/" if routes else None))
-    launch(demo, share=args.share, feedback_dir=args.feedback_dir, routes=routes)
+    # A Space (docker stop) ends the app with SIGTERM, which would end Python without its cleanup; as an interrupt,
+    # Gradio closes the server and launch returns, so the last corrections still go up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        launch(demo, share=args.share, feedback_dir=str(store.root) if store else None, routes=routes)
+    finally:
+        if store:
+            store.close()

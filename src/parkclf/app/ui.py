@@ -18,7 +18,7 @@ from ..batch import prediction_row
 from ..classifier import Classifier, Prediction
 from . import many
 from .api import Endpoints, Limits, file_path, refuse
-from .feedback import FeedbackError, FeedbackLimits, FeedbackStore, digest
+from .feedback import FeedbackError, FeedbackStore, digest
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,7 @@ class AppOptions:
     title: str | None = None  # default: from the checkpoint config, else built from its labels
     examples: list[Example] = field(default_factory=list)
     about: str = ""  # markdown: metrics etc., read from the checkpoint by the caller
-    feedback_dir: str | None = None  # where "wrong? tell us" saves corrections; None hides the control
-    feedback_limits: FeedbackLimits = field(default_factory=FeedbackLimits)
+    feedback: FeedbackStore | None = None  # where "wrong? tell us" keeps corrections; None hides the control
     limits: Limits = field(default_factory=Limits)
     many_limits: many.ManyLimits = field(default_factory=many.ManyLimits)
     web_url: str | None = None  # the in-browser page (transformers.js), linked from the header
@@ -90,17 +89,17 @@ def _one_photo(classifier: Classifier, endpoints: Endpoints, opts: AppOptions, s
 
     def classify(payload, show_map, request: gr.Request):
         if payload is None:
-            return None, "", gr.update(value=None, visible=bool(show_map)), None
+            return None, "", gr.update(value=None, visible=bool(show_map))
         path = file_path(payload)
         if show_map:
             image, pred = endpoints.explain(payload)
         else:
             image, pred = None, endpoints.predict(payload)
         if store is not None:
-            store.remember(request.session_hash, digest(path))
+            store.remember(request.session_hash, digest(path), pred)
         p = Prediction(score=0.0, **pred)
         return (label_value(p, bool(classifier.out_of_scope_label)), verdict(p, labels),
-                gr.update(value=image, visible=bool(show_map)), p.label)
+                gr.update(value=image, visible=bool(show_map)))
 
     with gr.Row():
         with gr.Column():
@@ -115,33 +114,32 @@ def _one_photo(classifier: Classifier, endpoints: Endpoints, opts: AppOptions, s
             label = gr.Label(num_top_classes=len(labels) + bool(classifier.out_of_scope_label), label="Prediction",
                              elem_id="prediction")
             heatmap = gr.Image(label="Which pixels decided", visible=False, interactive=False, elem_id="explanation")
-            last_label = gr.State(None)
             if store is not None:
-                _feedback(store, labels, image, last_label)
-    events = dict(inputs=[image, show_map], outputs=[label, verdict_md, heatmap, last_label],
+                _feedback(store, labels, image)
+    events = dict(inputs=[image, show_map], outputs=[label, verdict_md, heatmap],
                   api_visibility="private", preprocess=False)
     button.click(classify, **events)
     image.change(classify, **events)
     return image
 
 
-def _feedback(store: FeedbackStore, labels: list[str], image, last_label) -> None:
+def _feedback(store: FeedbackStore, labels: list[str], image) -> None:
     with gr.Accordion("Wrong? Tell us the right answer", open=False):
         correct = gr.Dropdown([(pretty(n), n) for n in labels], label="The right class")
         send = gr.Button("Save correction")
         thanks = gr.Markdown()
 
-    def save(payload, right, predicted, request: gr.Request):
+    def save(payload, right, request: gr.Request):
         if payload is None or not right:
             raise refuse("Upload a photo and choose the right class first.")
         try:
-            store.save(file_path(payload), right, predicted, session=request.session_hash)
+            store.save(file_path(payload), right, session=request.session_hash)
         except FeedbackError as e:
             raise refuse(str(e)) from None
         return f"Saved as **{pretty(right)}**. Thank you!"
 
     # A private event is still callable over raw HTTP: every check lives in FeedbackStore.save, none in the page.
-    send.click(save, [image, correct, last_label], thanks, api_visibility="private", preprocess=False)
+    send.click(save, [image, correct], thanks, api_visibility="private", preprocess=False)
 
 
 def _many_photos(classifier: Classifier, opts: AppOptions) -> None:
@@ -203,7 +201,7 @@ def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.
     opts = options or AppOptions()
     title = opts.title or classifier.title or f"Image classifier: {', '.join(classifier.labels)}"
     endpoints = Endpoints(classifier, opts.limits)
-    store = FeedbackStore(opts.feedback_dir, classifier.labels, opts.feedback_limits) if opts.feedback_dir else None
+    store = opts.feedback
     with gr.Blocks(title=title, delete_cache=opts.delete_cache) as demo:
         _header(title, classifier.labels, opts)
         with gr.Tabs():

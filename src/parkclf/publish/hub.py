@@ -1,5 +1,5 @@
 """Publishing: push a trained folder as a model repo, deploy the app as a Gradio Space, or the in-browser page as a
-static Space.
+static Space; keep the app's corrections in a dataset repo.
 
 One huggingface_hub call per upload. The token comes from ``HF_TOKEN`` or the login cache (``hf auth login``)
 through huggingface_hub itself; this module never reads or prints it.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub import CommitOperationAdd, CommitScheduler, HfApi
 
 from . import web
 
@@ -70,3 +70,16 @@ def deploy_static(space_id: str, model_dir: str | Path, *, web_dir: str | Path =
     info = api.create_commit(repo_id=space_id, repo_type="space", operations=operations,
                              commit_message="Deploy the in-browser page (parkclf)")
     return str(info)
+
+
+def schedule_uploads(folder: str | Path, repo_id: str, *, every: float, allow_patterns: list[str],
+                     api: HfApi | None = None) -> CommitScheduler:
+    """Upload what ``folder`` gains to the dataset repo ``repo_id`` every ``every`` minutes, in a background thread
+    (huggingface_hub's CommitScheduler). The repo is created private: corrections are strangers' photos."""
+    return CommitScheduler(repo_id=repo_id, repo_type="dataset", folder_path=folder, every=every, private=True,
+                           allow_patterns=allow_patterns, hf_api=api or HfApi())
+
+
+def download(api: HfApi, repo_id: str, pattern: str) -> Path:
+    """The dataset repo's files that match ``pattern``, downloaded; the folder that holds them."""
+    return Path(api.snapshot_download(repo_id, repo_type="dataset", allow_patterns=pattern))
