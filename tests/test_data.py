@@ -3,7 +3,8 @@ import json
 import pytest
 from PIL import Image
 
-from parkclf.data import DataReport, load_source, merge_extra, prepare
+from parkclf.data import DataReport, load_extra, load_source, prepare
+from parkclf.errors import UsageError
 
 from conftest import COLOURS, make_imagefolder, make_photo
 from hostile import cases
@@ -99,14 +100,56 @@ def test_empty_data_dir_names_the_layout(tmp_path):
         load_source(str(tmp_path / "d"))
 
 
-def test_extra_data_dir_is_added_to_train_by_label_name(tmp_path):
-    root = make_imagefolder(tmp_path / "d", per_class=10)
-    extra = tmp_path / "fb" / "red"
-    extra.mkdir(parents=True)
-    make_photo(COLOURS["red"], seed=99).save(extra / "fix.jpg")
-    ds = merge_extra(load_source(str(root)), str(tmp_path / "fb"))
-    assert len(ds["train"]) == 21
-    assert ds["train"].features["label"].names[ds["train"][-1]["label"]] == "red"
+def corrections(root, photos, labels=("blue", "red")):
+    """A corrections folder as the app writes it (FeedbackStore): [(PIL photo, right label), ...]."""
+    from parkclf.app.feedback import FeedbackStore, digest
+
+    store = FeedbackStore(root, list(labels))
+    for i, (photo, label) in enumerate(photos):
+        path = root.parent / f"sent-{i}.png"
+        photo.save(path)
+        store.remember("s", digest(str(path)), {"label": label, "confidences": {label: 1.0}, "abstained": False})
+        store.save(str(path), label, session="s")
+    return root
+
+
+def test_extra_photos_join_train_alone_and_validation_and_test_stay_as_they_were(tmp_path):
+    root = make_imagefolder(tmp_path / "d", per_class=20)
+    [plain], _ = prepare(load_source(str(root)), draft_size=32, seed=1)
+    test_photo = next(iter(paths(plain["test"])))
+    fixes = [(make_photo(COLOURS["red"], seed=90 + i), "red") for i in range(3)]
+    fixes.append((Image.open(test_photo).resize((128, 96)), "blue"))  # a test photo, re-encoded, sent as a fix
+    raw = load_source(str(root))
+    extra = load_extra(str(corrections(tmp_path / "fb", fixes)), raw["train"].features)
+    assert raw["train"].features["label"].int2str(extra["label"]) == ["red", "red", "red", "blue"]
+    [ds], report = prepare(raw, draft_size=32, seed=1, extra=extra)
+    assert paths(ds["test"]) == paths(plain["test"]) and paths(ds["validation"]) == paths(plain["validation"])
+    added = paths(ds["train"]) - paths(plain["train"])
+    assert len(added) == 3 and all("/fb/" in p for p in added)  # the test photo's copy was dropped from train
+    assert [d["matches"] for d in report.duplicates_dropped] == [test_photo]
+    assert report.extra == {"photos": 4} and report.counts["train"]["red"] == len(plain["train"]) // 2 + 3
+
+
+def test_a_plain_imagefolder_with_one_class_folder_is_extra_data_too(tmp_path):
+    raw = load_source(str(make_imagefolder(tmp_path / "d", per_class=10)))
+    make_imagefolder(tmp_path / "fb", per_class=2, classes=("red",), seed=99)
+    extra = load_extra(str(tmp_path / "fb"), raw["train"].features)
+    assert raw["train"].features["label"].int2str(extra["label"]) == ["red", "red"]
+
+
+def test_extra_photos_whose_label_is_not_a_class_are_refused_with_a_sentence(tmp_path):
+    raw = load_source(str(make_imagefolder(tmp_path / "d", per_class=10)))
+    fb = corrections(tmp_path / "fb", [(make_photo(COLOURS["red"], seed=1), "purple")], labels=("purple", "red"))
+    with pytest.raises(UsageError, match=r"labelled \['purple'\], which the model does not have as classes "
+                                         r"\(blue, red\); remove those photos"):
+        load_extra(str(fb), raw["train"].features)
+
+
+def test_an_extra_dataset_that_is_no_folder_and_not_on_reach_names_the_fix(tmp_path, monkeypatch):
+    raw = load_source(str(make_imagefolder(tmp_path / "d", per_class=10)))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="me/corrections is not a folder here.*Give a local folder, or a Hub id"):
+        load_extra("me/corrections", raw["train"].features)
 
 
 def test_report_roundtrips():

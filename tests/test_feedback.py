@@ -2,6 +2,7 @@
 the huggingface_hub call, through a recording stand-in), and that `parkclf train --extra-dataset` reads it.
 The same refusals through the page and through raw HTTP are in test_app_live.py and test_browser.py."""
 
+import json
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from PIL import Image
 from parkclf.app.feedback import FeedbackError, FeedbackLimits, FeedbackStore, digest, on_hub, read_rows
 from parkclf.errors import UsageError
 
-from conftest import COLOURS, make_photo
+from conftest import COLOURS, make_imagefolder, make_photo
 from hostile import bomb_png, cases
 from hub_standin import RecordingHfApi, calls
 
@@ -190,3 +191,32 @@ def test_a_dataset_repo_that_cannot_be_opened_names_the_setting_to_fix(tmp_path)
 
     with pytest.raises(UsageError, match="FEEDBACK_DATASET=me/corrections.*401 Client Error.*HF_TOKEN"):
         on_hub("me/corrections", tmp_path / "fb", LABELS, api=NoToken(tmp_path / "hub"))
+
+
+def train_on(data, extra, model, out):
+    from parkclf.training import main as train_main
+
+    train_main(["--data-dir", str(data), "--extra-dataset", str(extra), "--model-name-or-path", str(model),
+                "--output-dir", str(out), "--freeze-backbone", "--head-epochs", "2", "--bf16", "false",
+                "--no-export-onnx"])
+    return json.loads((out / "data_report.json").read_text())
+
+
+def test_saved_corrections_train_with_one_flag_in_the_training_split_alone(tiny_vit, tmp_path):
+    data = make_imagefolder(tmp_path / "data", per_class=12)
+    store = FeedbackStore(tmp_path / "fb", LABELS)
+    store.save(classified(store, upload(tmp_path)), "red", session="s1")
+    report = train_on(data, tmp_path / "fb", tiny_vit, tmp_path / "out")
+    assert report["extra"] == {"photos": 1, "source": str(tmp_path / "fb")}
+    counts = {split: sum(c.values()) for split, c in report["counts"].items()}
+    assert counts == {"train": 20 + 1, "validation": 2, "test": 2}  # 24 photos split 20/2/2, plus the correction
+    card = " ".join((tmp_path / "out" / "README.md").read_text().split())
+    assert f"the app's corrections): 1 photo from `{tmp_path / 'fb'}`; validation and test were drawn" in card
+
+
+def test_training_refuses_corrections_whose_label_is_not_a_class(tiny_vit, tmp_path):
+    data = make_imagefolder(tmp_path / "data", per_class=12)
+    store = FeedbackStore(tmp_path / "fb", [*LABELS, "purple"])
+    store.save(classified(store, upload(tmp_path)), "purple", session="s1")
+    with pytest.raises(UsageError, match=r"labelled \['purple'\], which the model does not have as classes"):
+        train_on(data, tmp_path / "fb", tiny_vit, tmp_path / "out")

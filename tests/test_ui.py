@@ -1,14 +1,9 @@
 """ui.py in-process: the wording of the verdict, and the page builds from any Classifier."""
 
 
-import pytest
-
 from parkclf.app.feedback import FeedbackStore
 from parkclf.app.ui import NONE_OF_THESE, AppOptions, build_demo, label_value, verdict
 from parkclf.classifier import Classifier, Prediction
-from parkclf.training import main as train_main
-
-from conftest import COLOURS, make_photo
 
 
 def test_verdict_says_none_of_them_when_abstaining():
@@ -40,11 +35,3 @@ def test_demo_builds_with_named_endpoints(tiny_vit, tmp_path):
     demo = build_demo(classifier, AppOptions(feedback=FeedbackStore(tmp_path / "fb", classifier.labels)))
     public = {d.api_name for d in demo.fns.values() if d.api_visibility == "public"}
     assert public == {"predict", "predict_batch", "explain"}  # the page's own events stay off the API page
-
-
-def test_feedback_refuses_an_unknown_class_folder(tiny_vit, imagefolder, tmp_path):
-    (tmp_path / "fb" / "purple").mkdir(parents=True)
-    make_photo(COLOURS["red"]).save(tmp_path / "fb" / "purple" / "x.jpg")
-    with pytest.raises(ValueError, match="purple"):
-        train_main(["--data-dir", str(imagefolder), "--extra-data-dir", str(tmp_path / "fb"), "--model-name-or-path",
-                    str(tiny_vit), "--output-dir", str(tmp_path / "o"), "--freeze-backbone"])

@@ -30,6 +30,7 @@ for _ext in (".heic", ".heif", ".avif"):
 
 MIN_PER_CLASS_WARNING = 10
 HASH_SIZE = 8
+EXTRA = "extra"  # the --extra-dataset photos while they are scanned, before they join train
 # Hamming distance on a 64-bit pHash at or below which two photos count as the same shot
 # (re-encodes and resizes land at 0-4; different photos of one scene are usually > 10).
 DUPLICATE_DISTANCE = 4
@@ -48,6 +49,9 @@ class DataReport:
     warnings: list[str] = field(default_factory=list)
     # photos from --hard-negatives-dir in the train split, and how many times each epoch sees each of them
     hard_negatives: dict[str, int] = field(default_factory=dict)
+    # --extra-dataset: where its photos came from, and how many readable ones it offered the train split (less any
+    # that duplicates_dropped lists)
+    extra: dict[str, object] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,22 +123,34 @@ def _image_files(root: Path) -> list[str]:
     return image_files(root, ImageFolder.EXTENSIONS)
 
 
-def merge_extra(ds: DatasetDict, extra_dir: str) -> DatasetDict:
-    """Add an imagefolder of extra photos (e.g. the app's saved corrections) to train, by label name."""
-    root = Path(extra_dir)
-    names = ds["train"].features["label"].names
-    folders = [p for p in root.iterdir() if p.is_dir() and not is_hidden(p)] if root.is_dir() else []
-    if not folders:
-        raise UsageError(f"--extra-data-dir {root} has no class folders; expected {root}/<class>/*.jpg")
-    unknown = sorted(p.name for p in folders if p.name not in names)
+def load_extra(source: str, features: datasets.Features) -> datasets.Dataset:
+    """Photos for the training split alone, e.g. the app's corrections: a Hub dataset id (the app's FEEDBACK_DATASET)
+    or a local folder (its FEEDBACK_DIR: ``<run>/<label>/*.jpg`` with ``metadata.jsonl``, or any imagefolder),
+    labelled by name as ``features`` (the training data's) has them. Every split of ``source`` counts."""
+    if Path(source).is_dir():
+        # drop_labels=False: the labels come from metadata.jsonl where there is one, else from the folder names,
+        # even when the folder has a single class
+        loaded = datasets.load_dataset("imagefolder", data_dir=source, drop_labels=False)
+    else:
+        try:
+            loaded = datasets.load_dataset(source)
+        except Exception as e:  # unreachable Hub, unknown id, no cache offline: one line naming the fix
+            raise UsageError(f"--extra-dataset {source} is not a folder here, and could not be loaded as a Hub "
+                             f"dataset ({str(e).strip().splitlines()[0][:160]}). Give a local folder, or a Hub id "
+                             "you can read (HF_TOKEN for a private one).") from None
+    splits = list(loaded.values()) if isinstance(loaded, DatasetDict) else [loaded]
+    if not splits or "label" not in splits[0].column_names:
+        raise UsageError(f"--extra-dataset {source} has no labels; expected <label>/*.jpg folders, or a metadata.jsonl "
+                         "with file_name and label as the app writes.")
+    ds = concatenate_datasets([s.cast_column("image", datasets.Image(decode=False)) for s in splits])
+    names, label = features["label"].names, ds.features["label"]
+    given = [label.int2str(y) if isinstance(label, ClassLabel) else y for y in ds["label"]]
+    unknown = sorted(set(given) - set(names))
     if unknown:
-        raise UsageError(f"--extra-data-dir {extra_dir} has classes {unknown} that the data does not; "
-                         f"its folders must be among {names}.")
-    rows = [(f, names.index(p.name)) for p in folders for f in _image_files(p)]
-    extra = datasets.Dataset.from_dict({"image": [{"path": f, "bytes": None} for f, _ in rows],
-                                        "label": [y for _, y in rows]}, features=ds["train"].features)
-    ds["train"] = concatenate_datasets([ds["train"], extra])
-    return ds
+        raise UsageError(f"--extra-dataset {source} has photos labelled {unknown}, which the model does not have as "
+                         f"classes ({', '.join(names)}); remove those photos, or train on data with those classes.")
+    return datasets.Dataset.from_dict({"image": ds["image"], "label": [names.index(n) for n in given]},
+                                      features=features)
 
 
 def add_negatives(ds: DatasetDict, dirs: list[str], label: str) -> DatasetDict:
@@ -242,17 +258,23 @@ def _drop_leaks(ds: DatasetDict, report: DataReport) -> DatasetDict:
 
 def prepare(ds: DatasetDict, *, draft_size: int, validation_fraction: float = 0.1, test_fraction: float = 0.1,
             seed: int = 42, source: str = "", groups: dict[str, str] | None = None,
-            validation_seeds: list[int] | None = None) -> tuple[list[DatasetDict], DataReport]:
+            validation_seeds: list[int] | None = None,
+            extra: datasets.Dataset | None = None) -> tuple[list[DatasetDict], DataReport]:
     """Sanitise, split (stratified, seeded) and de-leak: one train/validation/test DatasetDict per validation seed,
     and the report of the first.
 
     Every image is opened once. The test split is drawn first, with ``seed`` alone; each of ``validation_seeds``
     (default ``[seed]``) then draws its own validation split from the rest, so models trained on different
-    validation splits (a soup's members) share one test split and none of them trains on a test photo."""
+    validation splits (a soup's members) share one test split and none of them trains on a test photo.
+    ``extra`` photos (:func:`load_extra`) join each train split after the others are drawn: validation and test are
+    the same with or without them."""
     report = DataReport(source=source)
     names = _check_labels(ds, source)
     report.classes = list(names)
-    ds = _scan_all(ds, draft_size, report)
+    ds = _scan_all(DatasetDict({**ds, **({EXTRA: extra} if extra is not None else {})}), draft_size, report)
+    extra = ds.pop(EXTRA, None)
+    if extra is not None:
+        report.extra = {"photos": len(extra)}
     counts = {names[k]: v for k, v in sorted(_counts(ds["train"]).items())}
     too_few = [n for n in names if counts.get(n, 0) < 2]
     if too_few:
@@ -264,6 +286,8 @@ def prepare(ds: DatasetDict, *, draft_size: int, validation_fraction: float = 0.
     for i, validation_seed in enumerate(validation_seeds or [seed]):
         member = _hold_out(DatasetDict(ds), "validation", validation_fraction, total, validation_seed, groups,
                            len(names))
+        if extra is not None:
+            member["train"] = concatenate_datasets([member["train"], extra])
         member = _drop_leaks(member, report if i == 0 else DataReport())
         members.append(DatasetDict({k: member[k].remove_columns(["phash", "error"]) for k in member}))
     _count(members[0], names, report)

@@ -97,6 +97,11 @@ out-of-scope class `{{ calibration.out_of_scope_label }}` trained on negative ph
   {{ hard_negatives.photos_in_train }} are hard negatives (`--hard-negatives-dir`), each seen
   {{ hard_negatives.repeat }} times per epoch.
 {%- endif %}
+{%- if extra_photos %}
+- Added to train alone (`--extra-dataset`, e.g. the app's corrections): {{ extra_photos.photos }}
+  photo{{ "s" if extra_photos.photos != 1 }} from `{{ extra_photos.source }}`; validation and test were drawn without
+  them.
+{%- endif %}
 - Unreadable files skipped: {{ n_unreadable }}; near-duplicates dropped from train because they matched a
   validation/test photo: {{ n_dupes }} (see `data_report.json`).
 {{ provenance }}
@@ -185,7 +190,7 @@ def write(out: Path, *, metrics: dict, report: dict, base_model: str, dataset: s
         confusion=test["confusion_matrix"], confusion_png=CONFUSION_PNG, calibration=metrics["calibration"],
         abstain=metrics["abstain"], source=dataset or metrics.get("source"), counts=report.get("counts"),
         n_unreadable=len(report.get("unreadable", [])), n_dupes=len(report.get("duplicates_dropped", [])),
-        hard_negatives=report.get("hard_negatives"),
+        hard_negatives=report.get("hard_negatives"), extra_photos=report.get("extra"),
         provenance=provenance, extra=extra, export=export, soup_seeds=metrics.get("soup_seeds", []),
         repo_id=hub_model_id or str(out),
         space_or_url="user/space-name or http://127.0.0.1:7860")

@@ -17,8 +17,10 @@ class DataArguments:
     dataset: str | None = field(default=None, metadata={"help": "A Hub dataset id, instead of --data-dir."})
     classes: list[str] = field(default_factory=list, metadata={
         "help": "Use only these class folders (e.g. --classes yosemite yellowstone sequoia); default: all."})
-    extra_data_dir: str | None = field(default=None, metadata={
-        "help": "Another imagefolder added to train, e.g. the app's saved corrections (FEEDBACK_DIR)."})
+    extra_dataset: str | None = field(default=None, metadata={
+        "help": "Photos added to the training split alone, never to validation or test: the app's corrections, as "
+                "their Hub dataset (user/name, the app's FEEDBACK_DATASET) or a local folder (its FEEDBACK_DIR), or "
+                "any imagefolder. Each photo's label must be one of the classes; others are refused."})
     negatives_dir: list[str] = field(default_factory=list, metadata={
         "help": "Folders of photos that are none of the classes (any layout inside). They train an "
                 "out-of-scope class, so the app can say 'not one of mine' instead of guessing."})

@@ -45,13 +45,11 @@ def resolve_hard_negatives(data_args: DataArguments) -> DataArguments:
 
 
 def assemble(data_args: DataArguments) -> DatasetDict:
-    """The photos and their labels: the source, picked classes, extra photos and the out-of-scope class."""
+    """The photos and their labels: the source, picked classes and the out-of-scope class."""
     raw = data.load_source(data_args.data_dir, data_args.dataset,
                            image_column=data_args.image_column, label_column=data_args.label_column)
     if data_args.classes:
         raw = data.select_classes(raw, data_args.classes)
-    if data_args.extra_data_dir:
-        raw = data.merge_extra(raw, data_args.extra_data_dir)
     if data_args.negatives_dir or data_args.hard_negatives_dir:
         data.check_hard_negatives(data_args.negatives_dir, data_args.hard_negatives_dir)
         # hard ones first: listing the same folders under --negatives-dir alone, in the same order, draws the same
@@ -63,10 +61,14 @@ def assemble(data_args: DataArguments) -> DatasetDict:
 def split(raw: DatasetDict, data_args: DataArguments, seed: int, seeds: list[int], pre) -> tuple[list, dict]:
     """One set of splits per model to train (all with the same test split), and the data report."""
     groups = data.load_groups(data_args.group_by_source) if data_args.group_by_source else None
+    # extra photos (e.g. the app's corrections) for train alone: the splits are drawn without them
+    extra = data.load_extra(data_args.extra_dataset, raw["train"].features) if data_args.extra_dataset else None
     members, report = data.prepare(raw, draft_size=draft_size(pre), seed=seed, validation_seeds=seeds,
                                    source=data_args.data_dir or data_args.dataset, groups=groups,
                                    validation_fraction=data_args.validation_fraction,
-                                   test_fraction=data_args.test_fraction)
+                                   test_fraction=data_args.test_fraction, extra=extra)
+    if extra is not None:
+        report.extra["source"] = data_args.extra_dataset
     if data_args.hard_negatives_dir:  # repeated in train only; validation and test keep each photo once
         for m in members:
             m["train"], n = data.repeat_hard_negatives(m["train"], data_args.hard_negatives_dir,
