@@ -128,15 +128,19 @@ def saved(page, photo: Path, folder: Path, n: int):
 
 def test_corrections_through_the_page_are_checked_capped_and_become_training_data(page, tmp_path, tiny_vit):
     """The feedback loop end to end in the browser: a correction is saved once as a fresh JPEG; a non-image, a torn
-    file, an oversized PNG and a duplicate are refused with a message; the folder cap holds; and train.py reads the
-    folder. (A photo the page never classified can only be sent by raw HTTP: test_app_live.py has that case.)"""
+    file, an oversized PNG and a duplicate are refused with a message; the folder cap holds; the saved corrections go
+    up to the dataset repo (FEEDBACK_DATASET, a recording stand-in for the Hub); and training reads the folder.
+    (A photo the page never classified can only be sent by raw HTTP: test_app_live.py has that case.)"""
     import json
 
     from parkclf.app.feedback import read_rows
     from parkclf.training import main as train_main
 
-    feedback = tmp_path / "feedback"
-    srv = AppServer(env={"FEEDBACK_DIR": str(feedback), "FEEDBACK_MAX_FILES": "2"})
+    from hub_standin import calls
+
+    feedback, hub = tmp_path / "feedback", tmp_path / "hub"
+    srv = AppServer(env={"FEEDBACK_DIR": str(feedback), "FEEDBACK_MAX_FILES": "2", "FEEDBACK_DATASET": "me/fixes"},
+                    argv=["tests/hub_app.py", str(hub)])
     by_name = {c[0]: c for c in cases()}
     bad = {}
     for name in ("text_as_jpg", "truncated_jpeg"):
@@ -164,6 +168,8 @@ def test_corrections_through_the_page_are_checked_capped_and_become_training_dat
     kept = list(feedback.rglob("*.jpg"))
     assert len(kept) == 2 and len(read_rows(feedback)) == 2
     assert all(p.parent.name == "yosemite" and p.read_bytes()[:3] == b"\xff\xd8\xff" for p in kept)
+    sent = {a["path"] for c in calls(hub, "create_commit") for a in c["added"]}
+    assert sent == {p.relative_to(feedback).as_posix() for p in kept} | {f"{kept[0].parts[-3]}/metadata.jsonl"}
 
     # the saved folder is an imagefolder with the app's label names: train.py reads it as extra train data
     from conftest import make_imagefolder
