@@ -75,6 +75,11 @@ def read_rows(root: str | Path) -> list[dict]:
     return rows
 
 
+def digests(root: str | Path) -> set[str]:
+    """The sha256 of every photo the runs under ``root`` hold: the photos already taken."""
+    return {r["sha256"] for r in read_rows(root) if r.get("sha256")}
+
+
 def run_name() -> str:
     """A folder name no other run picks: the UTC start time, then random hex (never a datasets split keyword)."""
     return f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
@@ -93,7 +98,7 @@ class FeedbackStore:
         self._classified: OrderedDict[str, dict[str, dict]] = OrderedDict()
         self._times: dict[str, deque] = {}
         self._all_times: deque = deque()
-        self._known = {r.get("sha256") for r in read_rows(self.root)} - {None, ""} | set(taken)
+        self._known = digests(self.root) | set(taken)
         self.bytes = sum(p.stat().st_size for p in self.root.glob("*/*/*.jpg"))
 
     @property
@@ -195,7 +200,7 @@ def on_hub(repo_id: str, root: str | Path, labels: list[str], limits: FeedbackLi
     scheduler = None
     try:
         scheduler = hub.schedule_uploads(root, repo_id, every=every, allow_patterns=UPLOADED, api=api)
-        taken = {r.get("sha256") for r in read_rows(hub.download(scheduler.api, scheduler.repo_id, f"*/{METADATA}"))}
+        taken = digests(hub.download(scheduler.api, scheduler.repo_id, f"*/{METADATA}"))
     except Exception as e:  # no token, no network, no write access: say which setting to fix
         if scheduler:
             scheduler.stop()
@@ -203,4 +208,4 @@ def on_hub(repo_id: str, root: str | Path, labels: list[str], limits: FeedbackLi
         raise UsageError(f"FEEDBACK_DATASET={repo_id}: the dataset repo could not be opened ({first}). Add an "
                          "HF_TOKEN secret with write access to it, or unset FEEDBACK_DATASET to keep corrections "
                          "on this disk only.") from None
-    return FeedbackStore(root, labels, limits, taken=taken - {None, ""}, hub=scheduler)
+    return FeedbackStore(root, labels, limits, taken=taken, hub=scheduler)
