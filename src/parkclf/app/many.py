@@ -2,7 +2,9 @@
 
 The same limits as one photo, over the whole run: a count of files, and a pixel budget priced from the headers
 before anything is decoded. A zip is read entry by entry into memory with caps on its entries and on the bytes
-actually read (a zip's own header can lie), so a zip bomb gets a message, not a dead server.
+actually read (a zip's own header can lie), so a zip bomb gets a message, not a dead server. Nothing is extracted
+to disk, but a zip with an entry that climbs out of its folder (``../x.jpg``) or starts at the root (``/x.jpg``) is
+refused whole: it was made to attack an unzip tool, not to share photos. The "Teach it" tab reads its zips here too.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ class ManyLimits:
 
 
 class TooMuch(ValueError):
-    """The run is over one of its limits; the message says which."""
+    """The run is over one of its limits, or a zip is unsafe; the message says which."""
 
 
 @dataclass
@@ -42,6 +44,13 @@ class Item:
     name: str  # what the table and the CSV call it: the file name, or zip name/entry
     source: str | bytes
     error: str = ""
+    entry: str = ""  # the path inside its zip ("" for a file uploaded as it is)
+
+
+def unsafe_entry(filename: str) -> bool:
+    """A zip entry that would land outside the folder it is unzipped in: absolute, a drive, or climbing with ..."""
+    parts = filename.replace("\\", "/").split("/")
+    return filename.startswith(("/", "\\")) or ".." in parts or (len(filename) > 1 and filename[1] == ":")
 
 
 def _zip_items(path: str, name: str, limits: ManyLimits, budget: list[int]) -> list[Item]:
@@ -53,6 +62,10 @@ def _zip_items(path: str, name: str, limits: ManyLimits, budget: list[int]) -> l
         infos = zf.infolist()
         if len(infos) > limits.zip_entries:
             raise TooMuch(f"{name} lists {len(infos)} entries; a zip may hold at most {limits.zip_entries}.")
+        unsafe = [info.filename for info in infos if unsafe_entry(info.filename)]
+        if unsafe:
+            raise TooMuch(f"{name} holds an entry outside its folders ({unsafe[0]}); zip the photos again from "
+                          "the folder that holds them, with no '..' or absolute paths.")
         items = []
         for info in infos:
             entry = Path(info.filename)
@@ -60,7 +73,7 @@ def _zip_items(path: str, name: str, limits: ManyLimits, budget: list[int]) -> l
                 continue
             label = f"{name}/{info.filename}"
             if entry.suffix.lower() not in IMAGE_EXTENSIONS:
-                items.append(Item(label, b"", "Not an image file (skipped)."))
+                items.append(Item(label, b"", "Not an image file (skipped).", info.filename))
                 continue
             with zf.open(info) as f:  # read at most the cap + 1 byte, whatever the header claims
                 data = f.read(min(MAX_BYTES, budget[0]) + 1)
@@ -68,7 +81,7 @@ def _zip_items(path: str, name: str, limits: ManyLimits, budget: list[int]) -> l
                 raise TooMuch(f"The zips hold more than {limits.zip_bytes // 2**20} MB of photos; send fewer.")
             budget[0] -= len(data)
             items.append(Item(label, data, "" if len(data) <= MAX_BYTES else
-                              f"The file is over {MAX_BYTES // 2**20} MB."))
+                              f"The file is over {MAX_BYTES // 2**20} MB.", info.filename))
         return items
 
 

@@ -16,7 +16,7 @@ import gradio as gr
 
 from ..batch import prediction_row
 from ..classifier import Classifier, Prediction
-from . import many
+from . import many, teach
 from .api import Endpoints, Limits, file_path, refuse
 from .feedback import FeedbackError, FeedbackStore, digest
 
@@ -39,6 +39,7 @@ class AppOptions:
     many_limits: many.ManyLimits = field(default_factory=many.ManyLimits)
     web_url: str | None = None  # the in-browser page (transformers.js), linked from the header
     delete_cache: tuple[int, int] = (600, 1800)  # every 10 minutes, uploads older than 30 minutes go
+    teaching: teach.TeachOptions | None = field(default_factory=teach.TeachOptions)  # the Teach it tab; None hides it
 
 
 NONE_OF_THESE = "None of these"
@@ -213,6 +214,9 @@ def build_demo(classifier: Classifier, options: AppOptions | None = None) -> gr.
                                 example_labels=[e.credit for e in opts.examples])
             with gr.Tab("Many photos"):
                 _many_photos(classifier, opts)
+            if opts.teaching is not None:
+                with gr.Tab("Teach it"):
+                    teach.tab(classifier, opts.teaching)
         with gr.Accordion("About this model", open=False):
             gr.Markdown(opts.about or "")
         _api(endpoints)

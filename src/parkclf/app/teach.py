@@ -1,0 +1,415 @@
+"""The "Teach it" tab: a visitor's own classifier from a few photos per class, taught here in seconds, tried at once,
+downloaded as a checkpoint zip, or pushed to the visitor's Hub account.
+
+The page only gathers photos and shows results; :func:`parkclf.teach.teach` does the teaching (the served model's
+backbone, a new head, no torch) and decides what input is acceptable, with one sentence when it is not. Zips are
+read by the Many-photos tab's reader (:func:`parkclf.app.many.expand`: caps on entries and bytes, no ``..``).
+
+A taught model belongs to the session that taught it (:class:`TaughtModels`): nothing of one visitor reaches another,
+and models go after ``max_age_s`` or when ``models`` newer ones are kept. Teaching runs one at a time (the rest
+queue). "Push to my Hub account" needs Sign in with Hugging Face, which works on a Space with ``hf_oauth: true``;
+the visitor's token is handed to that one upload call and kept nowhere.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import gradio as gr
+
+from ..classifier import Classifier, Prediction
+from ..errors import UsageError
+from ..teach import Taught, TeachLimits, teach
+from . import many
+from .api import Endpoints, file_path, guarded, refuse
+from .serve import load
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TeachOptions:
+    # what one visitor may send: a 2-core Space computes features for ~500 photos in about a minute
+    limits: TeachLimits = TeachLimits(max_per_class=100, max_total=500, max_pixels=1_500_000_000)
+    zip_limits: many.ManyLimits = many.ManyLimits(max_files=1000, zip_entries=2000, zip_bytes=300 * 2**20)
+    models: int = 8  # taught models kept at once, all visitors together (the least recently taught goes first)
+    max_age_s: float = 1800.0  # a taught model, its folder and its zip go this long after teaching
+    login: bool = False  # Sign in with Hugging Face and the push; only on a Space with hf_oauth: true
+    hub_api: object | None = None  # the HfApi pushes go through (tests: a recording stand-in); default HfApi()
+    base: str | None = None  # the checkpoint whose backbone is reused; default: the one the app serves
+    rows: int = 10  # class rows on the page (the first three shown)
+
+
+@dataclass
+class Model:
+    """One visitor's taught model: the checkpoint, its classifier for "Try it", and the zip once it is made."""
+
+    taught: Taught
+    classifier: Classifier
+    endpoints: Endpoints
+    home: Path  # the run's folder: the checkpoint and its zip, removed with the model
+    made: float = field(default_factory=time.monotonic)
+    zip_path: Path | None = None
+
+
+class TaughtModels:
+    """Each session's latest taught model, keyed by Gradio's session hash. At most ``models`` are kept (the least
+    recently taught goes) and none longer than ``max_age_s``; a dropped model's files go with it."""
+
+    def __init__(self, root: Path | None = None, *, models: int = 8, max_age_s: float = 1800.0):
+        self.root = Path(root or tempfile.mkdtemp(prefix="parkclf-taught-"))
+        self.models, self.max_age_s = models, max_age_s
+        self._by_session: dict[str, Model] = {}
+        self._lock = threading.Lock()
+
+    def home(self) -> Path:
+        """A fresh folder for one teaching run."""
+        path = self.root / uuid.uuid4().hex
+        path.mkdir(parents=True)
+        return path
+
+    def put(self, session: str, model: Model) -> None:
+        with self._lock:
+            dropped = [self._by_session.pop(session, None)]
+            self._by_session[session] = model
+            dropped += self._sweep()
+        self._remove(dropped)
+
+    def get(self, session: str | None) -> Model | None:
+        with self._lock:
+            dropped = self._sweep()
+            model = self._by_session.get(session) if session else None
+        self._remove(dropped)
+        return model
+
+    def __len__(self) -> int:
+        return len(self._by_session)
+
+    def _sweep(self) -> list[Model]:
+        now, dropped = time.monotonic(), []
+        for session, model in list(self._by_session.items()):
+            if now - model.made > self.max_age_s:
+                dropped.append(self._by_session.pop(session))
+        while len(self._by_session) > self.models:  # dicts keep insertion order: the oldest first
+            dropped.append(self._by_session.pop(next(iter(self._by_session))))
+        return dropped
+
+    @staticmethod
+    def _remove(models: list[Model | None]) -> None:
+        for model in models:
+            if model is not None:
+                shutil.rmtree(model.home, ignore_errors=True)
+
+
+def slug(labels: list[str]) -> str:
+    """A folder and repo name from the class names: "Red rock", "sea" -> "red-rock-sea"."""
+    text = re.sub(r"[^a-z0-9]+", "-", "-".join(labels).lower()).strip("-")
+    return (text[:60].rstrip("-") or "classifier") + "-classifier"
+
+
+def photos_from_rows(names: list[str | None], files: list[list | None]) -> dict[str, list[str]]:
+    """The class rows as the page sends them -> {name: upload paths}. Empty rows are left out; the rest, even a
+    bad name or too few photos, go to :func:`parkclf.teach.teach`, which says what is wrong with them."""
+    photos: dict[str, list[str]] = {}
+    for name, uploads in zip(names, files, strict=True):
+        name = (name or "").strip()
+        if not name and not uploads:
+            continue
+        if name in photos:
+            raise refuse(f"Two classes are both called '{name}'; give each class its own name.")
+        photos[name] = [file_path(f) for f in uploads or []]
+    return photos
+
+
+def photos_from_zip(path: str, name: str, limits: many.ManyLimits) -> tuple[dict[str, list[bytes]], list]:
+    """One zip of ``<class>/`` folders (or ``<top>/<class>/``) -> ({class: photo bytes}, [(entry, why skipped)])."""
+    try:
+        items = many.expand([path], [name], limits)
+    except many.TooMuch as e:
+        raise refuse(str(e)) from None
+    if not items or not all(i.entry for i in items):
+        reason = ("it holds no photos" if not items else items[0].error.rstrip(".").lower() if items[0].error
+                  else "it is not a zip file")
+        raise refuse(f"{name} cannot be read as a zip of class folders ({reason}); zip one folder per class, "
+                     "each holding its photos.")
+    parts = [PurePosixPath(i.entry).parts for i in items]
+    if len({p[0] for p in parts}) == 1 and all(len(p) > 2 for p in parts):  # the zip of a folder: its name first
+        parts = [p[1:] for p in parts]
+    loose = [i.entry for i, p in zip(items, parts, strict=True) if len(p) < 2]
+    if loose:
+        raise refuse(f"{name} has photos outside class folders ({loose[0]}); put each class's photos in a folder "
+                     "named after the class, and zip those folders.")
+    photos: dict[str, list[bytes]] = {}
+    skipped = []
+    for item, p in zip(items, parts, strict=True):
+        if item.error:
+            skipped.append((item.entry, item.error))
+        else:
+            photos.setdefault(p[0], []).append(item.source)
+    return photos, skipped
+
+
+def make_zip(model: Model) -> Path:
+    """The checkpoint folder as a zip whose one top folder is the checkpoint (unzip, then MODEL_ID=that folder)."""
+    folder = model.taught.folder
+    path = model.home / f"{folder.name}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, (Path(folder.name) / f.relative_to(folder)).as_posix())
+    return path
+
+
+def progress_reporter(progress: gr.Progress):
+    """``progress(done, total)`` for :func:`teach`, callable from any thread: Gradio finds the event to update
+    through context variables, which a worker thread would not have, so each call runs in a copy of this one's."""
+    context = contextvars.copy_context()
+
+    def report(done: int, total: int) -> None:
+        context.copy().run(progress, (done, total), desc="Reading the photos", unit="photos")
+
+    return report
+
+
+def summary(taught: Taught, skipped: list, ready_s: float) -> str:
+    """What a person reads after teaching: held-out accuracy and how it was measured, and what was left out."""
+    m, n = taught.metrics, sum(taught.counts.values())
+    lines = [f"**Taught {len(taught.labels)} classes from {n} photos in {ready_s:.1f} s.** "
+             f"Held-out accuracy **{m['accuracy']:.0%}** ({m.get('method', 'held out')}: each photo is scored by a "
+             "model fitted without it)."]
+    if m.get("keep_rate") is not None:
+        lines.append(f"It answers {m['keep_rate']:.0%} of those photos and says it is unsure of the rest: a photo "
+                     "unlike all of your classes gets \"doesn't look like\" instead of a wrong answer.")
+    left_out = [f"{name}: {why}" for name, why in [*skipped, *taught.skipped]] + list(taught.duplicates)
+    if left_out:
+        lines.append(f"\n**Left out ({len(left_out)}):** " + "; ".join(left_out[:10])
+                     + ("; …" if len(left_out) > 10 else ""))
+    return "\n".join(lines)
+
+
+def per_class_rows(taught: Taught) -> list[list]:
+    from .ui import pretty
+
+    per = taught.metrics["per_class"]
+    return [[pretty(label), taught.counts.get(label, 0), f"{per[label]['precision']:.0%}",
+             f"{per[label]['recall']:.0%}", f"{per[label]['f1']:.0%}"] for label in taught.labels]
+
+
+def confusion_png(model: Model) -> str:
+    """The held-out confusion matrix as a picture: the card's own, drawn by the card's function if it is missing."""
+    from ..publish.card import CONFUSION_PNG, save_confusion_png
+    from .ui import pretty
+
+    path = model.taught.folder / CONFUSION_PNG
+    if not path.exists():
+        path = model.home / CONFUSION_PNG
+        save_confusion_png(path, model.taught.metrics["confusion"], [pretty(n) for n in model.taught.labels])
+    return str(path)
+
+
+class TeachTab:
+    """The tab's handlers over one store of taught models; :meth:`render` lays out the page and wires them."""
+
+    def __init__(self, classifier: Classifier, options: TeachOptions | None = None):
+        self.options = options or TeachOptions()
+        self.base = self.options.base or (str(classifier.folder) if classifier.folder else None)
+        self.store = TaughtModels(models=self.options.models, max_age_s=self.options.max_age_s)
+
+    def gather(self, zip_payload, names: list, files: list) -> tuple[dict, list]:
+        """({class: photos}, [(name, why skipped)]) from either the class rows or one zip."""
+        rows = photos_from_rows(names, files)
+        if zip_payload is None:
+            return rows, []
+        if rows:
+            raise refuse("Use either the class rows or one zip of class folders, not both.")
+        path = file_path(zip_payload)
+        name = (zip_payload.get("orig_name") if isinstance(zip_payload, dict) else None) or Path(path).name
+        return photos_from_zip(path, name, self.options.zip_limits)
+
+    def run(self, zip_payload, names: list, files: list, session: str, progress=None):
+        """Teach, keep the model for ``session``, and yield (summary, per-class rows, confusion picture, the
+        after-teaching section, the download button): once the model can be tried, once more with its zip."""
+        t0 = time.perf_counter()
+        photos, skipped = self.gather(zip_payload, names, files)
+        home = self.store.home()
+        try:
+            taught = teach(photos, home / slug(list(photos)), base=self.base, limits=self.options.limits,
+                           progress=progress_reporter(progress) if progress else None)
+            classifier = load(str(taught.folder))
+        except UsageError as e:  # TeachError and what load refuses: the visitor's input, said in one sentence
+            shutil.rmtree(home, ignore_errors=True)
+            raise refuse(str(e)) from None
+        except Exception as e:
+            shutil.rmtree(home, ignore_errors=True)
+            logger.exception("teaching failed")
+            raise refuse(f"Teaching failed ({type(e).__name__}); try again, or with fewer photos.") from None
+        model = Model(taught, classifier, Endpoints(classifier), home)
+        self.store.put(session, model)
+        logger.info("taught %d classes from %d photos in %.1fs", len(taught.labels), sum(taught.counts.values()),
+                    time.perf_counter() - t0)
+        shown = (summary(taught, skipped, time.perf_counter() - t0), per_class_rows(taught), confusion_png(model),
+                 gr.Column(visible=True))
+        yield *shown, gr.DownloadButton(visible=False)
+        model.zip_path = make_zip(model)
+        yield *shown, gr.DownloadButton(value=str(model.zip_path), visible=True)
+
+    def model(self, session: str | None) -> Model:
+        model = self.store.get(session)
+        if model is None:
+            minutes = self.options.max_age_s / 60
+            raise refuse(f"There is no taught model in this session (models are kept for {minutes:.0f} minutes); "
+                         "teach one first.")
+        return model
+
+    def try_photo(self, payload, show_map: bool, session: str | None):
+        """(Label value, verdict, overlay update) for one photo, by this session's taught model."""
+        from .ui import label_value, verdict  # ui builds this tab, so it is imported here, not at the top
+
+        model = self.model(session)
+        if payload is None:
+            return None, "", gr.update(value=None, visible=False)
+        if show_map:
+            image, pred = model.endpoints.explain(payload)
+        else:
+            image, pred = None, model.endpoints.predict(payload)
+        p = Prediction(score=0.0, **pred)
+        return (label_value(p, False), verdict(p, model.classifier.labels),
+                gr.update(value=image, visible=bool(show_map)))
+
+    def push(self, repo_name: str | None, private: bool, session: str | None, profile, oauth_token) -> str:
+        """Push this session's model to the signed-in visitor's account with their token, for this one upload."""
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        from ..publish.hub import push_model
+
+        if profile is None or oauth_token is None:
+            raise refuse("Sign in with Hugging Face first (the button above), then push.")
+        model = self.model(session)
+        name = (repo_name or "").strip() or model.taught.folder.name
+        repo_id = name if "/" in name else f"{profile.username}/{name}"
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError:
+            raise refuse(f"'{name}' cannot be a repo name; use letters, digits, '-', '_' and '.', "
+                         "e.g. my-classifier.") from None
+        try:
+            push_model(model.taught.folder, repo_id, private=bool(private), api=self.options.hub_api,
+                       token=oauth_token.token, commit_message="Upload a model taught in the parkclf app")
+        except Exception as e:  # the Hub's reason, never the token (its messages do not carry it; made sure)
+            reason = str(e).strip().splitlines()[0][:160].replace(oauth_token.token, "…") if str(e).strip() else ""
+            logger.warning("push to %s failed: %s", repo_id, type(e).__name__)
+            raise refuse(f"The Hub did not take the upload to {repo_id} ({reason or type(e).__name__}); check that "
+                         "you may write there, or pick another name.") from None
+        logger.info("pushed a taught model to %s", repo_id)
+        return (f"Pushed to [{repo_id}](https://huggingface.co/{repo_id}). Serve it with this app: "
+                f"`MODEL_ID={repo_id} python app.py`, or load it with `transformers.pipeline`.")
+
+    def render(self) -> None:
+        o, lim = self.options, self.options.limits
+        gr.Markdown(f"Teach it your own classes: name {lim.min_classes} to {lim.max_classes} classes and drop "
+                    f"photos of each (at least {lim.min_photos}; 8 or more works better, up to {lim.max_per_class}), "
+                    "or send one zip with a folder per class. The model you see on the first tab reads each photo, "
+                    "a new last layer is fitted on them, and in seconds you can try it, download it, or push it "
+                    "to your Hugging Face account. Your photos and model stay in your session.")
+        with gr.Row():
+            with gr.Column(scale=3):
+                names, files = self._class_rows(o.rows)
+            with gr.Column(scale=2):
+                zip_file = gr.File(file_types=[".zip"], label="Or one zip of class folders (<class>/*.jpg)",
+                                   elem_id="teach_zip", height=120)
+                go = gr.Button("Teach", variant="primary", elem_id="teach_go")
+        result = gr.Markdown(elem_id="teach_summary")
+        with gr.Row():
+            table = gr.Dataframe(headers=["class", "photos", "precision", "recall", "F1"], interactive=False,
+                                 label="Per class (held out)", elem_id="teach_per_class", scale=3)
+            confusion = gr.Image(label="Confusion matrix (held out: rows are the true class)", type="filepath",
+                                 interactive=False, elem_id="teach_confusion", scale=2)
+        with gr.Column(visible=False) as after:
+            self._try_it()
+            download = gr.DownloadButton("Download the model (zip)", visible=False, elem_id="teach_download")
+            self._push()
+
+        def run(data: dict, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - Gradio injects progress
+            yield from self.run(data[zip_file], [data[n] for n in names], [data[f] for f in files],
+                                  request.session_hash, progress)
+
+        # one at a time: two runs would only share the two cores; the rest wait in the queue, each for its session
+        go.click(run, {zip_file, *names, *files}, [result, table, confusion, after, download],
+                 api_visibility="private", preprocess=False, concurrency_limit=1, concurrency_id="teach")
+
+    def _class_rows(self, n: int) -> tuple[list, list]:
+        names, files, rows = [], [], []
+        for i in range(n):
+            with gr.Row(visible=i < 3, equal_height=True) as row:
+                names.append(gr.Textbox(label=f"Class {i + 1}", placeholder="its name, e.g. beach", scale=1,
+                                        elem_id=f"teach_name_{i}"))
+                files.append(gr.File(file_count="multiple", file_types=["image"], label="Photos", height=120,
+                                     scale=3, elem_id=f"teach_photos_{i}"))
+            rows.append(row)
+        shown = gr.State(3)
+        more = gr.Button("Add a class", size="sm", elem_id="teach_add")
+
+        def add(k: int):
+            k = min(k + 1, n)
+            return k, *[gr.Row(visible=i < k) for i in range(n)], gr.Button(visible=k < n)
+
+        more.click(add, shown, [shown, *rows, more], api_visibility="private", queue=False)
+        return names, files
+
+    def _try_it(self) -> None:
+        gr.Markdown("### Try it")
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
+                                 label="A new photo", elem_id="teach_try_photo")
+                show_map = gr.Checkbox(label="Show which pixels decided (explanation overlay)", value=False)
+            with gr.Column():
+                verdict_md = gr.Markdown(elem_id="teach_verdict")
+                label = gr.Label(num_top_classes=self.options.limits.max_classes, label="Prediction",
+                                 elem_id="teach_prediction")
+                heatmap = gr.Image(label="Which pixels decided", visible=False, interactive=False)
+
+        def classify(payload, explain: bool, request: gr.Request):
+            return guarded("teach try", lambda: self.try_photo(payload, explain, request.session_hash))
+
+        events = dict(inputs=[image, show_map], outputs=[label, verdict_md, heatmap], api_visibility="private",
+                      preprocess=False)
+        image.change(classify, **events)
+        show_map.change(classify, **events)
+
+    def _push(self) -> None:
+        gr.Markdown("### Push to your Hugging Face account")
+        if not self.options.login:
+            gr.Markdown("Signing in works where this app runs as a Hugging Face Space with `hf_oauth: true`. Here, "
+                        "download the zip, unzip it, and upload the folder: `hf upload your-name/model-name FOLDER`.")
+            return
+        gr.LoginButton()
+        with gr.Row():
+            repo = gr.Textbox(label="Model repo name", placeholder="e.g. my-classifier (under your account)",
+                              elem_id="teach_repo")
+            private = gr.Checkbox(label="Private", value=False)
+        button = gr.Button("Push to my Hub account", elem_id="teach_push")
+        done = gr.Markdown(elem_id="teach_pushed")
+
+        def push(name, hidden: bool, request: gr.Request, profile: gr.OAuthProfile | None,
+                 oauth_token: gr.OAuthToken | None) -> str:
+            return self.push(name, hidden, request.session_hash, profile, oauth_token)
+
+        button.click(push, [repo, private], done, api_visibility="private")
+
+
+def tab(classifier: Classifier, options: TeachOptions | None = None) -> TeachTab:
+    """The "Teach it" tab's content (call inside ``gr.Tab``); the returned object holds the session store."""
+    teach_tab = TeachTab(classifier, options)
+    teach_tab.render()
+    return teach_tab
