@@ -34,11 +34,13 @@ uploaded. Built with parkclf (`parkclf deploy --static-space`).
 """
 
 
-def push_model(folder: str | Path, repo_id: str, *, private: bool = False, api: HfApi | None = None) -> str:
+def push_model(folder: str | Path, repo_id: str, *, private: bool = False, api: HfApi | None = None,
+               token: str | None = None, commit_message: str = "Upload model trained with parkclf train.py") -> str:
+    """``token``: for these two calls alone (the app passes a signed-in visitor's); None: huggingface_hub's own."""
     api = api or HfApi()
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True, token=token)
     info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                             ignore_patterns=MODEL_IGNORE, commit_message="Upload model trained with parkclf train.py")
+                             ignore_patterns=MODEL_IGNORE, commit_message=commit_message, token=token)
     return str(info)
 
 
