@@ -88,8 +88,7 @@ def job(out: Path, name: str, fold: Path | None, env: dict, soup: int, workers: 
 
 
 def choose(out: Path) -> tuple[str, dict]:
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from grouped_folds import report
+    from grouped_folds import report  # beside this script, where Python looks first
 
     res = {n: report(sorted(map(str, (out / "preds").glob(f"{n}-fold-?.jsonl"))), P, None,
                      sorted(map(str, (out / "preds").glob(f"{n}-fold-?-scenes.jsonl"))))
@@ -137,8 +136,7 @@ def main(argv=None) -> None:
 
 def ship(out: Path, name: str) -> None:
     """The rule's pick between the soup and its member 0, both trained on all the photos, into out/final."""
-    sys.path.insert(0, str(ROOT / "experiments"))
-    from grouped_folds import report
+    from grouped_folds import report  # beside this script, where Python looks first
 
     res = {tag: report(sorted(map(str, (out / "preds").glob(f"{tag}-fold-?.jsonl"))), P, None,
                        sorted(map(str, (out / "preds").glob(f"{tag}-fold-?-scenes.jsonl"))))
