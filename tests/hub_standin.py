@@ -1,7 +1,8 @@
 """A stand-in for the Hugging Face Hub at the network boundary: an ``HfApi`` whose calls that would reach the Hub
 write into a local folder instead, so tests (and an app process they start) can read what would have been sent.
 
-    <folder>/calls.jsonl         one line per call: create_repo, create_commit (the paths it adds), snapshot_download
+    <folder>/calls.jsonl         one line per call: create_repo, create_commit (the paths it adds), upload_folder (the
+                                 files it sends), snapshot_download
     <folder>/repos/<repo_id>/    the repo's files as the commits left them; downloads are served from here
 
 Everything else (``run_as_future``, which CommitScheduler uses for its background pushes) is huggingface_hub's own.
@@ -47,6 +48,17 @@ class RecordingHfApi(HfApi):
             dest.write_bytes(data)
             added.append({"path": op.path_in_repo, "bytes": len(data)})
         self._record("create_commit", repo_id=repo_id, repo_type=repo_type, message=commit_message, added=added)
+        return f"https://huggingface.co/{repo_id}/commit/recorded"
+
+    def upload_folder(self, *, folder_path, repo_id: str, repo_type=None, commit_message=None, allow_patterns=None,
+                      ignore_patterns=None, **kw) -> str:
+        root = Path(folder_path)
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        sent = list(filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
+        for rel in sent:
+            (self.repo(repo_id) / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(root / rel, self.repo(repo_id) / rel)
+        self._record("upload_folder", repo_id=repo_id, repo_type=repo_type, message=commit_message, files=sent)
         return f"https://huggingface.co/{repo_id}/commit/recorded"
 
     def snapshot_download(self, repo_id: str, *, repo_type=None, allow_patterns=None, **kw) -> str:

@@ -73,6 +73,12 @@ def cache_expiry() -> tuple[int, int]:
     return frequency, age
 
 
+def hub_login() -> bool:
+    """Sign in with Hugging Face (the Teach tab's push): on a Space whose README says ``hf_oauth: true``, which sets
+    OAUTH_CLIENT_ID. Elsewhere Gradio would demand a local HF login to mock it, so the tab says how to upload."""
+    return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("OAUTH_CLIENT_ID"))
+
+
 def load(model: str, engine: str = "auto") -> Classifier:
     t = time.perf_counter()
     classifier = Classifier.from_pretrained(model, engine=engine)
@@ -82,14 +88,15 @@ def load(model: str, engine: str = "auto") -> Classifier:
 
 
 def create_demo(classifier: Classifier, model: str, *, examples_dir: Path | None = None, feedback=None,
-                web_url: str | None = None):
+                web_url: str | None = None, hf_api=None):
+    from .teach import TeachOptions
     from .ui import AppOptions, about_markdown, build_demo
 
     local = model if Path(model).is_dir() else None
     options = AppOptions(examples=load_examples(examples_dir) if examples_dir else [],
                          about=about_markdown(local, classifier, Path(model).name if local else model),
                          feedback=feedback, web_url=web_url,
-                         delete_cache=cache_expiry())
+                         delete_cache=cache_expiry(), teaching=TeachOptions(login=hub_login(), hub_api=hf_api))
     return build_demo(classifier, options)
 
 
@@ -104,7 +111,8 @@ def launch(demo, *, share: bool = False, feedback_dir: str | None = None, routes
 
 
 def main(argv: list[str] | None = None, *, hf_api=None) -> None:
-    """``hf_api``: the HfApi that keeps corrections on the Hub (default: huggingface_hub's, with HF_TOKEN)."""
+    """``hf_api``: the HfApi that keeps corrections on the Hub (default: huggingface_hub's, with HF_TOKEN) and that
+    the Teach tab pushes through (with the signed-in visitor's token, per call)."""
     from ..publish import web
 
     parser = argparse.ArgumentParser(prog="parkclf serve", description="Serve a checkpoint as the Gradio app.")
@@ -135,7 +143,7 @@ def main(argv: list[str] | None = None, *, hf_api=None) -> None:
     routes = [web.mount(classifier.folder)] if web.available(classifier.folder) else []
     store = feedback_store(args.feedback_dir, args.feedback_dataset, classifier.labels, hf_api=hf_api)
     demo = create_demo(classifier, args.model, examples_dir=ROOT / "examples", feedback=store,
-                       web_url=os.environ.get("WEB_URL") or ("/web/" if routes else None))
+                       web_url=os.environ.get("WEB_URL") or ("/web/" if routes else None), hf_api=hf_api)
     # A Space (docker stop) ends the app with SIGTERM, which would end Python without its cleanup; as an interrupt,
     # Gradio closes the server and launch returns, so the last corrections still go up.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
