@@ -14,6 +14,7 @@ the visitor's token is handed to that one upload call and kept nowhere.
 from __future__ import annotations
 
 import contextvars
+import io
 import logging
 import re
 import shutil
@@ -46,7 +47,7 @@ class TeachOptions:
     max_age_s: float = 1800.0  # a taught model, its folder and its zip go this long after teaching
     login: bool = False  # Sign in with Hugging Face and the push; only on a Space with hf_oauth: true
     hub_api: object | None = None  # the HfApi pushes go through (tests: a recording stand-in); default HfApi()
-    base: str | None = None  # the checkpoint whose backbone is reused; default: the one the app serves
+    base: str | None = None  # a checkpoint whose backbone is reused; default: the model the app serves
     rows: int = 10  # class rows on the page (the first three shown)
 
 
@@ -131,7 +132,7 @@ def photos_from_rows(names: list[str | None], files: list[list | None]) -> dict[
     return photos
 
 
-def photos_from_zip(path: str, name: str, limits: many.ManyLimits) -> tuple[dict[str, list[bytes]], list]:
+def photos_from_zip(path: str, name: str, limits: many.ManyLimits) -> tuple[dict[str, list[io.BytesIO]], list]:
     """One zip of ``<class>/`` folders (or ``<top>/<class>/``) -> ({class: photo bytes}, [(entry, why skipped)])."""
     try:
         items = many.expand([path], [name], limits)
@@ -149,13 +150,15 @@ def photos_from_zip(path: str, name: str, limits: many.ManyLimits) -> tuple[dict
     if loose:
         raise refuse(f"{name} has photos outside class folders ({loose[0]}); put each class's photos in a folder "
                      "named after the class, and zip those folders.")
-    photos: dict[str, list[bytes]] = {}
+    photos: dict[str, list[io.BytesIO]] = {}
     skipped = []
     for item, p in zip(items, parts, strict=True):
         if item.error:
             skipped.append((item.entry, item.error))
-        else:
-            photos.setdefault(p[0], []).append(item.source)
+            continue
+        photo = io.BytesIO(item.source)
+        photo.name = item.entry  # what teach()'s messages call it
+        photos.setdefault(p[0], []).append(photo)
     return photos, skipped
 
 
@@ -222,7 +225,7 @@ class TeachTab:
 
     def __init__(self, classifier: Classifier, options: TeachOptions | None = None):
         self.options = options or TeachOptions()
-        self.base = self.options.base or (str(classifier.folder) if classifier.folder else None)
+        self.base = self.options.base or classifier  # the served model: teaching reuses its compiled engine
         self.store = TaughtModels(models=self.options.models, max_age_s=self.options.max_age_s)
 
     def gather(self, zip_payload, names: list, files: list) -> tuple[dict, list]:
@@ -258,10 +261,10 @@ class TeachTab:
         logger.info("taught %d classes from %d photos in %.1fs", len(taught.labels), sum(taught.counts.values()),
                     time.perf_counter() - t0)
         shown = (summary(taught, skipped, time.perf_counter() - t0), per_class_rows(taught), confusion_png(model),
-                 gr.Column(visible=True))
-        yield *shown, gr.DownloadButton(visible=False)
+                 gr.update(visible=True))
+        yield *shown, gr.update(visible=False)
         model.zip_path = make_zip(model)
-        yield *shown, gr.DownloadButton(value=str(model.zip_path), visible=True)
+        yield *shown, gr.update(value=str(model.zip_path), visible=True)
 
     def model(self, session: str | None) -> Model:
         model = self.store.get(session)
@@ -339,12 +342,12 @@ class TeachTab:
             download = gr.DownloadButton("Download the model (zip)", visible=False, elem_id="teach_download")
             self._push()
 
-        def run(data: dict, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - Gradio injects progress
+        def teach_photos(data: dict, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - Gradio's way
             yield from self.run(data[zip_file], [data[n] for n in names], [data[f] for f in files],
                                   request.session_hash, progress)
 
         # one at a time: two runs would only share the two cores; the rest wait in the queue, each for its session
-        go.click(run, {zip_file, *names, *files}, [result, table, confusion, after, download],
+        go.click(teach_photos, {zip_file, *names, *files}, [result, table, confusion, after, download],
                  api_visibility="private", preprocess=False, concurrency_limit=1, concurrency_id="teach")
 
     def _class_rows(self, n: int) -> tuple[list, list]:
@@ -359,11 +362,11 @@ class TeachTab:
         shown = gr.State(3)
         more = gr.Button("Add a class", size="sm", elem_id="teach_add")
 
-        def add(k: int):
+        def add_class(k: int):
             k = min(k + 1, n)
             return k, *[gr.Row(visible=i < k) for i in range(n)], gr.Button(visible=k < n)
 
-        more.click(add, shown, [shown, *rows, more], api_visibility="private", queue=False)
+        more.click(add_class, shown, [shown, *rows, more], api_visibility="private", queue=False)
         return names, files
 
     def _try_it(self) -> None:
@@ -379,13 +382,13 @@ class TeachTab:
                                  elem_id="teach_prediction")
                 heatmap = gr.Image(label="Which pixels decided", visible=False, interactive=False)
 
-        def classify(payload, explain: bool, request: gr.Request):
+        def try_taught(payload, explain: bool, request: gr.Request):
             return guarded("teach try", lambda: self.try_photo(payload, explain, request.session_hash))
 
         events = dict(inputs=[image, show_map], outputs=[label, verdict_md, heatmap], api_visibility="private",
                       preprocess=False)
-        image.change(classify, **events)
-        show_map.change(classify, **events)
+        image.change(try_taught, **events)
+        show_map.change(try_taught, **events)
 
     def _push(self) -> None:
         gr.Markdown("### Push to your Hugging Face account")
@@ -401,11 +404,11 @@ class TeachTab:
         button = gr.Button("Push to my Hub account", elem_id="teach_push")
         done = gr.Markdown(elem_id="teach_pushed")
 
-        def push(name, hidden: bool, request: gr.Request, profile: gr.OAuthProfile | None,
+        def push_taught(name, hidden: bool, request: gr.Request, profile: gr.OAuthProfile | None,
                  oauth_token: gr.OAuthToken | None) -> str:
             return self.push(name, hidden, request.session_hash, profile, oauth_token)
 
-        button.click(push, [repo, private], done, api_visibility="private")
+        button.click(push_taught, [repo, private], done, api_visibility="private")
 
 
 def tab(classifier: Classifier, options: TeachOptions | None = None) -> TeachTab:
