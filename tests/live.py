@@ -87,8 +87,8 @@ class RawHTTP:
             server_path = self.http.post("/gradio_api/upload", files={"files": (os.path.basename(path), f)}).json()[0]
         return {"path": server_path, "orig_name": os.path.basename(path), "meta": {"_type": "gradio.FileData"}}
 
-    def call(self, fn_name: str, data: list, session: str) -> tuple[bool, object]:
-        """(success, output data or the error message shown to the user)."""
+    def call(self, fn_name: str, data: list, session: str, messages: list | None = None) -> tuple[bool, object]:
+        """(success, output data or the error message shown to the user); ``messages`` collects the stream's."""
         import json
 
         body = {"data": data, "fn_index": self.fn_index(fn_name), "session_hash": session, "event_data": None,
@@ -99,6 +99,8 @@ class RawHTTP:
             for line in stream.iter_lines():
                 if line.startswith("data:"):
                     msg = json.loads(line[5:])
+                    if messages is not None:
+                        messages.append(msg)
                     if msg.get("msg") == "process_completed":
                         out = msg.get("output") or {}
                         return bool(msg.get("success")), out.get("data") if msg.get("success") else out.get("error")

@@ -247,7 +247,7 @@ class TeachTab:
         home = self.store.home()
         try:
             taught = teach(photos, home / slug(list(photos)), base=self.base, limits=self.options.limits,
-                           progress=progress_reporter(progress) if progress else None)
+                           progress=progress_reporter(progress) if progress is not None else None)
             classifier = load(str(taught.folder))
         except UsageError as e:  # TeachError and what load refuses: the visitor's input, said in one sentence
             shutil.rmtree(home, ignore_errors=True)

@@ -1,0 +1,142 @@
+"""Live tier for the "Teach it" tab: the real app.py on loopback, its events called over Gradio's HTTP protocol as
+the page (or a stranger) calls them. Visitors teaching at once queue and each gets their own model; bad zips get a
+sentence and the server stays up; and the server that taught and tried never loaded torch."""
+
+import io
+import os
+import threading
+import uuid
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import COLOURS, EMBEDDED, make_photo
+from live import AppServer, RawHTTP
+
+pytestmark = pytest.mark.live
+BASE = Path(os.environ.get("PARKCLF_TEACH_BASE", EMBEDDED))
+
+
+@pytest.fixture(scope="module")
+def server():
+    if not (BASE / "onnx").exists():
+        pytest.skip(f"{BASE} has no ONNX export to teach from")
+    srv = AppServer(env={"MODEL_ID": str(BASE)})
+    srv.wait()
+    yield srv
+    srv.stop()
+
+
+class Page:
+    """One visitor's session: the tab's events by the elem_id of their inputs, as the page sends them."""
+
+    def __init__(self, url: str):
+        self.raw, self.session = RawHTTP(url), uuid.uuid4().hex[:11]
+        self.elem = {c["id"]: c.get("props", {}).get("elem_id") for c in self.raw.config["components"]}
+        self.messages: list[dict] = []
+
+    def call(self, fn_name: str, values: dict) -> tuple[bool, object]:
+        inputs = next(d["inputs"] for d in self.raw.config["dependencies"] if d.get("api_name") == fn_name)
+        data = [values.get(self.elem[i]) for i in inputs]
+        return self.raw.call(fn_name, data, self.session, messages=self.messages)
+
+    def teach(self, classes: dict[str, list[bytes]] | None = None, zip_bytes: bytes | None = None, tmp=None):
+        values = {}
+        for i, (name, photos) in enumerate((classes or {}).items()):
+            values[f"teach_name_{i}"] = name
+            values[f"teach_photos_{i}"] = [self.raw.upload(write(tmp / f"{name}_{k}.jpg", p))
+                                           for k, p in enumerate(photos)]
+        if zip_bytes is not None:
+            values["teach_zip"] = self.raw.upload(write(tmp / f"{self.session}.zip", zip_bytes))
+        return self.call("teach_photos", values)
+
+    def try_photo(self, photo: bytes, tmp) -> tuple[bool, object]:
+        return self.call("try_taught", {"teach_try_photo": self.raw.upload(write(tmp / "try.jpg", photo))})
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def jpeg(colour: str, seed: int) -> bytes:
+    buf = io.BytesIO()
+    make_photo(COLOURS[colour], size=(96, 72), seed=seed).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def photos(colour: str, n: int = 6, seed: int = 0) -> list[bytes]:
+    return [jpeg(colour, seed + i) for i in range(n)]
+
+
+def headline(label_output: dict) -> str:
+    return label_output["label"]
+
+
+def test_visitors_teaching_at_once_each_get_their_own_model(server, tmp_path):
+    alice, bob, carol = Page(server.url), Page(server.url), Page(server.url)
+    results = {}
+
+    def teach(page, classes, folder):
+        folder.mkdir()
+        results[page.session] = page.teach(classes, tmp=folder)
+
+    threads = [threading.Thread(target=teach, args=(alice, {"poppy": photos("red"), "sea": photos("blue")},
+                                                    tmp_path / "a")),
+               threading.Thread(target=teach, args=(bob, {"moss": photos("green", seed=50),
+                                                          "lake": photos("blue", seed=50)}, tmp_path / "b"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    for page in (alice, bob):
+        ok, out = results[page.session]
+        assert ok, out
+        assert "Taught 2 classes from 12 photos" in out[0], out[0]
+    # each session tries its own model; one who taught nothing has none
+    ok, out = alice.try_photo(jpeg("red", 99), tmp_path)
+    assert ok and headline(out[0]) == "Poppy" and {c["label"] for c in out[0]["confidences"]} == {"Poppy", "Sea"}
+    ok, out = bob.try_photo(jpeg("green", 99), tmp_path)
+    assert ok and headline(out[0]) == "Moss" and {c["label"] for c in out[0]["confidences"]} == {"Moss", "Lake"}
+    ok, message = carol.try_photo(jpeg("red", 99), tmp_path)
+    assert not ok and "no taught model in this session" in message, message
+    assert any(m.get("msg") == "progress" for m in alice.messages + bob.messages)  # the bar moved as photos were read
+
+
+def zip_bytes(entries: dict) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+ZEROS = b"\0" * (50 * 2**20)  # 50 MB that deflate to 50 KB: seven of them are a zip bomb past the 300 MB cap
+
+
+@pytest.mark.parametrize("entries,sentence", [
+    ({"red/a.jpg": b"x", **{f"red/bomb{i}.jpg": ZEROS for i in range(7)}}, "more than 300 MB of photos; send fewer"),
+    ({"red/a.jpg": b"x", "../../etc/cron.d/evil.jpg": b"x"}, "holds an entry outside its folders"),
+    ({"/tmp/evil/a.jpg": b"x", "red/a.jpg": b"x"}, "holds an entry outside its folders"),
+    ({"red/a.jpg": jpeg("red", 1), "red/b.jpg": jpeg("red", 2)}, "needs at least 2 classes; this has 1 (red)"),
+    ({"red/a.jpg": b"not a photo", "red/b.jpg": jpeg("red", 1), "sea/a.jpg": jpeg("blue", 1),
+      "sea/b.jpg": jpeg("blue", 2)}, "'red' has 1 readable photo (1 could not be read); each class needs at least 2"),
+])
+def test_bad_zips_get_a_sentence_and_the_server_stays_up(server, tmp_path, entries, sentence):
+    page = Page(server.url)
+    ok, message = page.teach(zip_bytes=zip_bytes(entries), tmp=tmp_path)
+    assert not ok and sentence in (message or ""), message
+    assert "Traceback" not in message and str(tmp_path) not in message
+    ok, out = page.raw.call("predict", [page.raw.upload(write(tmp_path / "p.jpg", jpeg("red", 1)))], page.session)
+    assert ok and out[0]["label"], out  # still serving
+    assert server.proc.poll() is None
+
+
+def test_the_server_that_taught_and_tried_never_loaded_torch(server, tmp_path):
+    page = Page(server.url)
+    ok, out = page.teach({"poppy": photos("red", 4), "sea": photos("blue", 4)}, tmp=tmp_path)
+    assert ok, out
+    assert page.try_photo(jpeg("blue", 77), tmp_path)[0]
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    assert "libtorch" not in maps and "/torch/" not in maps, [m for m in maps.splitlines() if "torch" in m][:3]

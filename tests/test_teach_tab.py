@@ -1,0 +1,287 @@
+"""The "Teach it" tab in-process: its handlers as the page calls them, on the embedded model's backbone and generated
+photos. A taught model belongs to the session that taught it, bad input gets one sentence, and a push uses the
+signed-in visitor's token for that one upload and keeps it nowhere. (Through the real server and a browser:
+test_app_live.py and test_browser.py.)"""
+
+import io
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from parkclf.app import teach as tab_module
+from parkclf.app.teach import Model, TaughtModels, TeachOptions, TeachTab, photos_from_rows
+from parkclf.classifier import Classifier
+from parkclf.teach import Taught
+
+from conftest import COLOURS, EMBEDDED, ROOT, make_photo
+from hub_standin import RecordingHfApi, calls
+
+# the base whose backbone teaching reuses: the embedded model (PARKCLF_TEACH_BASE: another checkpoint with onnx/)
+BASE = Path(os.environ.get("PARKCLF_TEACH_BASE", EMBEDDED))
+pytestmark = pytest.mark.skipif(not (BASE / "onnx").exists(), reason=f"{BASE} has no ONNX export to teach from")
+TOKEN = "hf_oauthVisitorTokenThatMustNeverLeaveTheUpload0123"
+
+
+def photo_files(folder, colour: str, n: int, seed: int = 0) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        path = folder / f"{colour}_{seed + i}.jpg"
+        make_photo(COLOURS[colour], size=(96, 72), seed=seed + i).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def upload(path) -> dict:
+    """What the page sends for an uploaded file (preprocess=False): Gradio's FileData as a dict."""
+    return {"path": str(path), "orig_name": str(path).rsplit("/", 1)[-1], "meta": {"_type": "gradio.FileData"}}
+
+
+def rows(tmp_path, per_class=8, classes=("red", "green", "blue")) -> tuple[list, list]:
+    names = [*classes, *[""] * (10 - len(classes))]
+    files = [[upload(p) for p in photo_files(tmp_path / c, c, per_class, seed=100 * i)] for i, c in enumerate(classes)]
+    return names, files + [None] * (10 - len(classes))
+
+
+def teach_all(tab: TeachTab, session: str, *, zip_payload=None, names=(), files=()) -> list[tuple]:
+    return list(tab.run(zip_payload, list(names) or [""] * 10, list(files) or [None] * 10, session))
+
+
+@pytest.fixture(scope="module")
+def served():
+    return Classifier.from_pretrained(str(BASE))
+
+
+@pytest.fixture
+def tab(served, tmp_path):
+    return TeachTab(served, TeachOptions(hub_api=RecordingHfApi(tmp_path / "hub"), login=True))
+
+
+def test_class_rows_teach_a_model_that_this_session_tries_and_downloads(tab, tmp_path):
+    names, files = rows(tmp_path)
+    first, second = teach_all(tab, "alice", names=names, files=files)
+    summary, per_class, confusion, after, download = first
+    assert "Taught 3 classes from 24 photos" in summary and "Held-out accuracy" in summary, summary
+    assert [r[0] for r in per_class] == ["Red", "Green", "Blue"] and [r[1] for r in per_class] == [8, 8, 8]
+    assert confusion.endswith(".png") and after["visible"] is True and download["visible"] is False
+    assert second[:4] == first[:4] and second[4]["visible"] is True
+
+    with zipfile.ZipFile(second[4]["value"]) as zf:  # one top folder: the checkpoint, served as it is unzipped
+        names_in_zip = zf.namelist()
+    (top,) = {n.split("/")[0] for n in names_in_zip}
+    assert {f"{top}/{n}" for n in ("config.json", "model.safetensors", "onnx/model_quantized.onnx")} <= set(
+        names_in_zip), names_in_zip
+
+    red = photo_files(tmp_path / "new", "red", 1, seed=999)[0]
+    label, verdict, overlay = tab.try_photo(upload(red), False, "alice")
+    assert max(label, key=label.get) == "Red" and verdict.startswith("**Red**"), (label, verdict)
+    with pytest.raises(gr.Error, match="no taught model in this session"):
+        tab.try_photo(upload(red), False, "bob")  # nothing of alice's reaches bob
+
+
+def test_a_zip_of_class_folders_teaches_like_the_rows(tab, tmp_path):
+    path = tmp_path / "my photos.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for c in ("red", "blue"):
+            for p in photo_files(tmp_path / c, c, 4):
+                zf.write(p, f"my photos/{c}/{p.rsplit('/', 1)[-1]}")  # zipping a folder puts its name first
+        zf.writestr("my photos/red/notes.txt", "not a photo")
+    summary, per_class, *_ = teach_all(tab, "carol", zip_payload=upload(path))[0]
+    assert [r[0] for r in per_class] == ["Red", "Blue"] or [r[0] for r in per_class] == ["Blue", "Red"]
+    assert "Left out (1):** my photos/red/notes.txt: Not an image file" in summary, summary
+
+
+def zip_of(path, entries: dict) -> dict:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+    return upload(path)
+
+
+def jpeg(colour="red", seed=0) -> bytes:
+    buf = io.BytesIO()
+    make_photo(COLOURS[colour], seed=seed).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_bad_input_gets_one_sentence_and_leaves_nothing_behind(tab, tmp_path):
+    names, files = rows(tmp_path, per_class=3)
+    bad = {
+        "Two classes are both called 'red'": dict(names=["red", "red", *names[2:]], files=files),
+        "Use either the class rows or one zip": dict(names=names, files=files,
+                                                      zip_payload=zip_of(tmp_path / "a.zip", {"x/a.jpg": jpeg()})),
+        "outside its folders \\(\\.\\./red/a.jpg\\)": dict(zip_payload=zip_of(
+            tmp_path / "climb.zip", {"red/b.jpg": jpeg(), "../red/a.jpg": jpeg()})),
+        "photos outside class folders \\(a.jpg\\)": dict(zip_payload=zip_of(
+            tmp_path / "loose.zip", {"a.jpg": jpeg(), "red/b.jpg": jpeg()})),
+        "cannot be read as a zip of class folders \\(it is not a zip file\\)": dict(
+            zip_payload=upload(photo_files(tmp_path / "solo", "red", 1)[0])),
+    }
+    for sentence, inputs in bad.items():
+        with pytest.raises(gr.Error, match=sentence):
+            teach_all(tab, "dave", **inputs)
+    assert len(tab.store) == 0 and not any(tab.store.root.iterdir())
+
+
+def test_a_zip_bomb_is_refused_with_a_sentence(served, tmp_path):
+    small = TeachTab(served, TeachOptions(zip_limits=tab_module.many.ManyLimits(zip_bytes=8 * 2**20)))
+    bomb = zip_of(tmp_path / "bomb.zip", {"red/a.jpg": jpeg(), "red/b.jpg": b"\0" * (32 * 2**20)})
+    with pytest.raises(gr.Error, match="more than 8 MB of photos; send fewer"):
+        teach_all(small, "erin", zip_payload=bomb)
+
+
+def test_the_library_refusals_reach_the_page_as_its_sentence(tab, tmp_path):
+    names, files = rows(tmp_path, per_class=3, classes=("red",))
+    with pytest.raises(gr.Error) as e:
+        teach_all(tab, "frank", names=names, files=files)
+    assert "class" in e.value.message and "Traceback" not in e.value.message, e.value.message
+
+
+def test_rows_left_empty_are_left_out_and_a_nameless_class_goes_to_the_library():
+    assert photos_from_rows(["a", "", "  "], [[upload("/x.jpg")], None, []]) == {"a": ["/x.jpg"]}
+    assert photos_from_rows(["", "b"], [[upload("/x.jpg")], None]) == {"": ["/x.jpg"], "b": []}
+
+
+def stored(store: TaughtModels, classifier: Classifier, session: str) -> Model:
+    from parkclf.app.api import Endpoints
+
+    home = store.home()
+    (home / "model").mkdir()
+    (home / "model" / "config.json").write_text("{}")
+    model = Model(Taught(home / "model", classifier.labels, {}, {}), classifier, Endpoints(classifier), home)
+    store.put(session, model)
+    return model
+
+
+def test_models_are_dropped_past_the_count_oldest_first_and_after_their_time_with_their_files(served, tmp_path):
+    store = TaughtModels(tmp_path / "store", models=2, max_age_s=1.0)
+    a, b = stored(store, served, "a"), stored(store, served, "b")
+    again = stored(store, served, "a")  # a session's new model replaces its old one
+    assert not a.home.exists() and store.get("a") is again
+    c = stored(store, served, "c")  # a third model: the least recently taught (b) goes
+    assert store.get("b") is None and not b.home.exists() and store.get("c") is c and len(store) == 2
+    time.sleep(1.2)
+    assert store.get("a") is None and store.get("c") is None
+    assert not again.home.exists() and not c.home.exists() and len(store) == 0
+
+
+class VisitorHub(RecordingHfApi):
+    """The recording stand-in, also noting (in memory only) which token each call carried."""
+
+    def __init__(self, folder):
+        super().__init__(folder)
+        self.tokens = []
+
+    def create_repo(self, repo_id, *, token=None, **kw):
+        self.tokens.append(("create_repo", token))
+        return super().create_repo(repo_id, **kw)
+
+    def upload_folder(self, *, token=None, **kw):
+        self.tokens.append(("upload_folder", token))
+        return super().upload_folder(**kw)
+
+
+def profile(username: str) -> gr.OAuthProfile:
+    return gr.OAuthProfile({"name": username.title(), "preferred_username": username,
+                            "profile": f"https://huggingface.co/{username}", "picture": ""})
+
+
+def test_push_uses_the_visitors_token_for_that_upload_alone_and_keeps_it_nowhere(served, tmp_path, caplog, capsys):
+    hub = VisitorHub(tmp_path / "hub")
+    tab = TeachTab(served, TeachOptions(hub_api=hub, login=True))
+    names, files = rows(tmp_path)
+    caplog.set_level(logging.DEBUG)
+    teach_all(tab, "alice", names=names, files=files)
+    token = gr.OAuthToken(token=TOKEN, scope="openid profile write-repos", expires_at=int(time.time()) + 3600)
+    shown = tab.push("colours", False, "alice", profile("alice"), token)
+    assert "Pushed to [alice/colours]" in shown and "MODEL_ID=alice/colours python app.py" in shown
+    assert hub.tokens == [("create_repo", TOKEN), ("upload_folder", TOKEN)]  # passed per call, never set on the api
+    assert hub.token is False and TOKEN not in repr({k: v for k, v in vars(hub).items() if k != "tokens"})
+    sent = calls(hub.folder, "upload_folder")[0]
+    assert sent["repo_id"] == "alice/colours" and sent["repo_type"] == "model" and "config.json" in sent["files"]
+
+    # kept nowhere: not in what the page shows, the logs, the model's files, the store, or the recorded calls
+    out = capsys.readouterr()
+    assert TOKEN not in shown + out.out + out.err + caplog.text
+    assert TOKEN.encode() not in pickle.dumps({s: vars(m.taught) for s, m in tab.store._by_session.items()})
+    for f in [*tab.store.root.rglob("*"), *hub.folder.rglob("*")]:
+        assert not f.is_file() or TOKEN.encode() not in f.read_bytes(), f
+
+    # another visitor, signed out or without a model, gets a sentence; nothing of alice's
+    with pytest.raises(gr.Error, match="Sign in with Hugging Face first"):
+        tab.push("colours", False, "bob", None, None)
+    with pytest.raises(gr.Error, match="no taught model in this session"):
+        tab.push("colours", False, "bob", profile("bob"), gr.OAuthToken("hf_bob", "write-repos", 0))
+    with pytest.raises(gr.Error, match="'bad name!' cannot be a repo name"):
+        tab.push("bad name!", False, "alice", profile("alice"), token)
+    assert len(hub.tokens) == 2
+
+
+def test_a_refused_push_says_so_without_the_token(served, tmp_path):
+    class Refusing(VisitorHub):
+        def upload_folder(self, *, token=None, **kw):
+            raise PermissionError(f"403 Forbidden: token {token} may not write to {kw['repo_id']}")
+
+    tab = TeachTab(served, TeachOptions(hub_api=Refusing(tmp_path / "hub"), login=True))
+    names, files = rows(tmp_path, per_class=3)
+    teach_all(tab, "alice", names=names, files=files)
+    with pytest.raises(gr.Error) as e:
+        tab.push("colours", False, "alice", profile("alice"), gr.OAuthToken(TOKEN, "write-repos", 0))
+    assert "did not take the upload to alice/colours (403 Forbidden" in e.value.message
+    assert TOKEN not in e.value.message
+
+
+def test_sign_in_shows_only_on_a_space_with_oauth_and_the_tab_adds_no_api(served, monkeypatch):
+    """Outside a Space a LoginButton makes Gradio demand a local HF login to mock it: the page then says how to
+    upload instead. On a Space with hf_oauth: true (its variables set here), the button and its routes are there."""
+    pytest.importorskip("authlib", reason="Sign in needs gradio[oauth] (authlib), as requirements.txt installs it")
+    import gradio.oauth
+
+    from parkclf.app.serve import hub_login
+    from parkclf.app.ui import AppOptions, build_demo
+
+    assert not hub_login()
+    demo = build_demo(served, AppOptions(teaching=TeachOptions(login=hub_login())))
+    assert not demo.expects_oauth
+    space = {"SYSTEM": "spaces", "SPACE_ID": "me/app", "OAUTH_CLIENT_ID": "id", "OAUTH_CLIENT_SECRET": "secret",
+             "OAUTH_SCOPES": "openid profile write-repos", "OPENID_PROVIDER_URL": "https://huggingface.co"}
+    for key, value in space.items():
+        monkeypatch.setenv(key, value)
+        monkeypatch.setattr(gradio.oauth, key, value, raising=False)  # Gradio reads them once, at import
+    assert hub_login()
+    demo = build_demo(served, AppOptions(teaching=TeachOptions(login=hub_login())))
+    assert demo.expects_oauth and "/login/huggingface" in {getattr(r, "path", "") for r in demo.app.routes}
+    public = {d.api_name for d in demo.fns.values() if d.api_visibility == "public"}
+    # the tab's events stay off the API page; the button's own page-load check is Gradio's
+    assert public == {"predict", "predict_batch", "explain", "_check_login_status"}
+
+
+def test_the_tab_teaches_and_tries_without_importing_torch(tmp_path):
+    """In a process where torch is installed: building the page, teaching through the tab and trying the model
+    import neither torch nor transformers."""
+    code = f"""
+import sys
+from parkclf.app.serve import load, create_demo
+from parkclf.app.teach import TeachTab
+from test_teach_tab import rows, teach_all, upload, photo_files
+from pathlib import Path
+clf = load({str(BASE)!r})
+create_demo(clf, {str(BASE)!r})
+tab = TeachTab(clf)
+names, files = rows(Path({str(tmp_path)!r}))
+teach_all(tab, "s", names=names, files=files)
+label, verdict, _ = tab.try_photo(upload(photo_files(Path({str(tmp_path)!r}) / "new", "blue", 1, 7)[0]), False, "s")
+print(verdict.split("**")[1], "torch" in sys.modules, "transformers" in sys.modules)
+"""
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "tests")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split()[-3:] == ["Blue", "False", "False"], r.stdout
