@@ -83,6 +83,8 @@ def test_class_rows_teach_a_model_that_this_session_tries_and_downloads(tab, tmp
     red = photo_files(tmp_path / "new", "red", 1, seed=999)[0]
     label, verdict, overlay = tab.try_photo(upload(red), False, "alice")
     assert max(label, key=label.get) == "Red" and verdict.startswith("**Red**"), (label, verdict)
+    label, verdict, overlay = tab.try_photo(upload(red), True, "alice")  # the relevance graph, head swapped too
+    assert verdict.startswith("**Red**") and overlay["visible"] and overlay["value"].size == (96, 72)
     with pytest.raises(gr.Error, match="no taught model in this session"):
         tab.try_photo(upload(red), False, "bob")  # nothing of alice's reaches bob
 

@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 import gradio as gr
 
 from ..classifier import Classifier, Prediction
+from ..engine import EXPLAIN_FILES, ONNX_DIR
 from ..errors import UsageError
 from ..teach import Taught, TeachLimits, teach
 from . import many
@@ -281,6 +282,9 @@ class TeachTab:
         model = self.model(session)
         if payload is None:
             return None, "", gr.update(value=None, visible=False)
+        if show_map and not any((model.taught.folder / ONNX_DIR / f).exists() for f in EXPLAIN_FILES.values()):
+            raise refuse("This model has no explanation graph (the model it was taught from had none); untick the "
+                         "overlay to try it.")
         if show_map:
             image, pred = model.endpoints.explain(payload)
         else:
@@ -371,7 +375,7 @@ class TeachTab:
 
     def _try_it(self) -> None:
         gr.Markdown("### Try it")
-        with gr.Row():
+        with gr.Row(elem_id="teach_try"):
             with gr.Column():
                 image = gr.Image(type="filepath", image_mode=None, sources=["upload", "webcam", "clipboard"],
                                  label="A new photo", elem_id="teach_try_photo")
@@ -380,7 +384,8 @@ class TeachTab:
                 verdict_md = gr.Markdown(elem_id="teach_verdict")
                 label = gr.Label(num_top_classes=self.options.limits.max_classes, label="Prediction",
                                  elem_id="teach_prediction")
-                heatmap = gr.Image(label="Which pixels decided", visible=False, interactive=False)
+                heatmap = gr.Image(label="Which pixels decided", visible=False, interactive=False,
+                                   elem_id="teach_explanation")
 
         def try_taught(payload, explain: bool, request: gr.Request):
             return guarded("teach try", lambda: self.try_photo(payload, explain, request.session_hash))
