@@ -43,6 +43,27 @@ def test_full_finetune_writes_a_loadable_checkpoint_and_its_onnx_export(tiny_vit
     assert onnx.engine.name.startswith("openvino" if static else "onnxruntime")
     assert torch_.engine.name.startswith("torch")
     assert onnx.predict(photo).confidences == pytest.approx(torch_.predict(photo).confidences, abs=0.02)
+    check_attention_outputs_stay_float(out / "onnx", cfg["num_hidden_layers"], tmp_path)
+
+
+def check_attention_outputs_stay_float(onnx_dir, layers: int, tmp_path):
+    """In both int8 graphs each attention output projection stays a float MatMul, with fp16 weights cast up."""
+    import onnx as onnx_lib
+    from onnx import TensorProto
+
+    from parkclf.export import _attention_outputs, _quantize
+
+    for name in ("model.onnx", "explain.onnx"):
+        graph = onnx_lib.load(str(onnx_dir / name)).graph
+        assert len(_attention_outputs(graph)) == layers, name
+        _quantize(onnx_dir / name, tmp_path / name)
+        q = onnx_lib.load(str(tmp_path / name)).graph
+        halves = {i.name for i in q.initializer if i.data_type == TensorProto.FLOAT16}
+        casts = [n for n in q.node if n.op_type == "Cast" and n.input[0] in halves]
+        assert len(casts) == layers, name
+        users = [n.op_type for n in q.node for c in casts if c.output[0] in n.input]
+        assert users and set(users) == {"MatMul"}, (name, users)
+        assert sum(n.op_type == "MatMulInteger" for n in q.node) > 0  # the rest is int8
 
 
 def test_freeze_backbone_changes_only_the_head(tiny_vit, imagefolder, tmp_path):
