@@ -2,7 +2,8 @@
 write into a local folder instead, so tests (and an app process they start) can read what would have been sent.
 
     <folder>/calls.jsonl         one line per call: create_repo, create_commit (the paths it adds), upload_folder (the
-                                 files it sends), snapshot_download
+                                 files it sends), snapshot_download; where a call carried its own token, a fingerprint
+                                 of it (sha256, 16 hex digits), never the token
     <folder>/repos/<repo_id>/    the repo's files as the commits left them; downloads are served from here
 
 Everything else (``run_as_future``, which CommitScheduler uses for its background pushes) is huggingface_hub's own.
@@ -10,6 +11,7 @@ Everything else (``run_as_future``, which CommitScheduler uses for its backgroun
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -26,7 +28,9 @@ class RecordingHfApi(HfApi):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
 
-    def _record(self, call: str, **what) -> None:
+    def _record(self, call: str, token=None, **what) -> None:
+        if isinstance(token, str):
+            what["token"] = fingerprint(token)
         with (self.folder / "calls.jsonl").open("a") as f:
             f.write(json.dumps({"call": call, **what}) + "\n")
 
@@ -34,7 +38,8 @@ class RecordingHfApi(HfApi):
         return self.folder / "repos" / repo_id
 
     def create_repo(self, repo_id: str, *, repo_type=None, private=None, exist_ok=False, **kw) -> RepoUrl:
-        self._record("create_repo", repo_id=repo_id, repo_type=repo_type, private=private, exist_ok=exist_ok)
+        self._record("create_repo", kw.get("token"), repo_id=repo_id, repo_type=repo_type, private=private,
+                     exist_ok=exist_ok)
         self.repo(repo_id).mkdir(parents=True, exist_ok=True)
         return RepoUrl(f"https://huggingface.co/{repo_type + 's/' if repo_type else ''}{repo_id}")
 
@@ -58,7 +63,8 @@ class RecordingHfApi(HfApi):
         for rel in sent:
             (self.repo(repo_id) / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(root / rel, self.repo(repo_id) / rel)
-        self._record("upload_folder", repo_id=repo_id, repo_type=repo_type, message=commit_message, files=sent)
+        self._record("upload_folder", kw.get("token"), repo_id=repo_id, repo_type=repo_type, message=commit_message,
+                     files=sent)
         return f"https://huggingface.co/{repo_id}/commit/recorded"
 
     def snapshot_download(self, repo_id: str, *, repo_type=None, allow_patterns=None, **kw) -> str:
@@ -69,6 +75,10 @@ class RecordingHfApi(HfApi):
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(root / rel, out / rel)
         return str(out)
+
+
+def fingerprint(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def calls(folder: str | Path, kind: str | None = None) -> list[dict]:

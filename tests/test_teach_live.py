@@ -140,3 +140,63 @@ def test_the_server_that_taught_and_tried_never_loaded_torch(server, tmp_path):
     assert page.try_photo(jpeg("blue", 77), tmp_path)[0]
     maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
     assert "libtorch" not in maps and "/torch/" not in maps, [m for m in maps.splitlines() if "torch" in m][:3]
+
+
+TOKEN = "hf_oauthVisitorTokenThatMustNeverLeaveTheUpload0123"
+SPACE = {"SYSTEM": "spaces", "SPACE_ID": "me/teach-app", "OAUTH_CLIENT_ID": "client-id",
+         "OAUTH_CLIENT_SECRET": "client-secret", "OAUTH_SCOPES": "openid profile write-repos",
+         "OPENID_PROVIDER_URL": "https://huggingface.co"}
+
+
+def signed_in(secret: str, username: str, token: str) -> str:
+    """The session cookie Gradio's OAuth callback would set after "Sign in with Hugging Face" (Starlette's signed
+    session, with the secret Gradio derives from OAUTH_CLIENT_SECRET): the one step here that needs huggingface.co."""
+    import base64
+    import hashlib
+    import json
+    import time
+
+    import itsdangerous
+
+    info = {"access_token": token, "token_type": "bearer", "scope": SPACE["OAUTH_SCOPES"],
+            "expires_at": int(time.time()) + 3600,
+            "userinfo": {"name": username.title(), "preferred_username": username, "picture": "",
+                         "profile": f"https://huggingface.co/{username}"}}
+    signer = itsdangerous.TimestampSigner(hashlib.sha256((secret + "-v4").encode()).hexdigest())
+    return signer.sign(base64.b64encode(json.dumps({"oauth_info": info}).encode())).decode()
+
+
+def test_on_a_space_a_signed_in_push_uploads_with_the_visitors_token_and_nothing_shows_it(tmp_path):
+    """As a Space with hf_oauth: true runs it (its variables set, Sign in mocked at the session cookie), the push
+    reaches a recording stand-in for the Hub with the visitor's token for its two calls, to the visitor's account;
+    the token is in no log, and a visitor who is not signed in is told to sign in."""
+    pytest.importorskip("authlib", reason="Sign in needs gradio[oauth] (authlib), as requirements.txt installs it")
+    from hub_standin import calls, fingerprint
+
+    if not (BASE / "onnx").exists():
+        pytest.skip(f"{BASE} has no ONNX export to teach from")
+    hub = tmp_path / "hub"
+    srv = AppServer(env={"MODEL_ID": str(BASE), **SPACE}, argv=["tests/hub_app.py", str(hub)])
+    try:
+        srv.wait()
+        alice, bob = Page(srv.url), Page(srv.url)
+        alice.raw.http.cookies.set("session", signed_in(SPACE["OAUTH_CLIENT_SECRET"], "alice", TOKEN))
+        assert "Sign in with Hugging Face" in [c["props"].get("value") for c in alice.raw.config["components"]]
+        ok, out = alice.teach({"poppy": photos("red", 4), "sea": photos("blue", 4)}, tmp=tmp_path)
+        assert ok, out
+        ok, shown = alice.call("push_taught", {"teach_repo": "poppies"})
+        assert ok and "Pushed to [alice/poppies]" in shown[0], shown
+        ok, message = bob.call("push_taught", {"teach_repo": "poppies"})
+        assert not ok and "Sign in with Hugging Face first" in message, message
+        bob.teach({"moss": photos("green", 4), "lake": photos("blue", 4)}, tmp=tmp_path)
+        ok, message = bob.call("push_taught", {"teach_repo": "poppies"})
+        assert not ok and "Sign in with Hugging Face first" in message, message  # alice's sign-in is hers alone
+    finally:
+        srv.stop()
+    made = calls(hub)
+    assert [(c["call"], c["repo_id"], c.get("token")) for c in made] == [
+        ("create_repo", "alice/poppies", fingerprint(TOKEN)), ("upload_folder", "alice/poppies", fingerprint(TOKEN))]
+    assert "config.json" in made[1]["files"] and (hub / "repos" / "alice/poppies" / "onnx").is_dir()
+    assert TOKEN not in srv.output() and TOKEN not in str(bob.messages + alice.messages)
+    for f in hub.rglob("*"):
+        assert not f.is_file() or TOKEN.encode() not in f.read_bytes(), f

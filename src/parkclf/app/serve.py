@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import logging
 import os
 import signal
@@ -76,7 +77,12 @@ def cache_expiry() -> tuple[int, int]:
 def hub_login() -> bool:
     """Sign in with Hugging Face (the Teach tab's push): on a Space whose README says ``hf_oauth: true``, which sets
     OAUTH_CLIENT_ID. Elsewhere Gradio would demand a local HF login to mock it, so the tab says how to upload."""
-    return os.environ.get("SYSTEM") == "spaces" and bool(os.environ.get("OAUTH_CLIENT_ID"))
+    if not (os.environ.get("SYSTEM") == "spaces" and os.environ.get("OAUTH_CLIENT_ID")):
+        return False
+    if importlib.util.find_spec("authlib") is None:  # Gradio would refuse to start
+        logger.warning("hf_oauth is on but authlib is not installed (gradio[oauth]); the Teach tab cannot push")
+        return False
+    return True
 
 
 def load(model: str, engine: str = "auto") -> Classifier:
