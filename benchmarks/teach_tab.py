@@ -9,8 +9,8 @@ Teach is pressed), then joins the Teach event over Gradio's HTTP protocol and ti
 the first result (summary, metrics and confusion matrix: the model is loaded and "Try it" answers) and the server's
 CPU seconds until then, the first "Try it" answer sent at that moment, and the zip ready for download. Medians of
 the rounds; the load average at the start says how much else the machine was doing. Also the server's RSS before
-and after (each taught model kept costs its own compiled engine). Prints a
-markdown table with the machine described and writes benchmarks/results/teach_tab.json (teach_tab-smoke.json).
+and after (each taught model kept costs its own compiled engine). Prints a markdown table with the machine
+described and writes benchmarks/results/teach_tab.json (teach_tab-smoke.json).
 """
 
 from __future__ import annotations

@@ -58,3 +58,20 @@ def test_leave_out_holds_whole_sources_out(tmp_path):
     assert not (out / "train" / "zion").exists()
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert again.returncode != 0 and "not empty" in again.stderr
+
+
+def test_teach_tab_benchmark_smoke():
+    """Teach to a model you can try, through the real app: it runs, and its figures are in order."""
+    import os
+    from pathlib import Path
+
+    base = Path(os.environ.get("PARKCLF_TEACH_BASE", EMBEDDED))  # a checkpoint with onnx/ to teach from
+    if not (base / "onnx").exists():
+        pytest.skip(f"{base} has no ONNX export to teach from")
+    r = subprocess.run([sys.executable, "benchmarks/teach_tab.py", "--smoke", "--model", str(base)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| run | Teach -> model you can try (s) |" in r.stdout
+    run = json.loads((ROOT / "benchmarks" / "results" / "teach_tab-smoke.json").read_text())["runs"]
+    (figures,) = run.values()
+    assert 0 < figures["ready_s"] <= figures["first_try_s"] and figures["ready_s"] <= figures["zip_s"], figures
