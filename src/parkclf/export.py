@@ -167,9 +167,12 @@ def _gemms_as_matmuls(graph, names: list[str]) -> None:
         if attrs.get("transB"):
             w = inits[node.input[1]]
             w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w).T.copy(), w.name))
-        product = node.output[0] + "_matmul"
         pos = list(graph.node).index(node)
         graph.node.remove(node)
+        if len(node.input) < 3 or not node.input[2]:  # no bias (a backward product in the explanation graph)
+            graph.node.insert(pos, helper.make_node("MatMul", list(node.input[:2]), list(node.output), name=node.name))
+            continue
+        product = node.output[0] + "_matmul"
         graph.node.insert(pos, helper.make_node("Add", [product, node.input[2]], list(node.output),
                                                 name=node.name + "_bias"))
         graph.node.insert(pos, helper.make_node("MatMul", list(node.input[:2]), [product], name=node.name))
