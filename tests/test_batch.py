@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from parkclf import batch
+from parkclf import batch, processing, tables
 from parkclf.classifier import Classifier, Prediction
 from parkclf.errors import UsageError
 from parkclf.images import image_files
@@ -62,11 +62,11 @@ def predict(*argv) -> dict:
 
 def test_prediction_row_has_the_columns_in_order_and_empties_an_unreadable_one():
     pred = Prediction(label="blue", confidences={"red": 0.25, "blue": 0.75}, abstained=True, score=0.75)
-    row = batch.prediction_row("a.jpg", pred, None, LABELS)
+    row = tables.prediction_row("a.jpg", pred, None, LABELS)
     assert list(row) == COLUMNS
     assert row == {"path": "a.jpg", "label": "blue", "confidence_red": 0.25, "confidence_blue": 0.75,
                    "abstained": True, "error": ""}
-    bad = batch.prediction_row("b.jpg", None, "The file is empty", LABELS)
+    bad = tables.prediction_row("b.jpg", None, "The file is empty", LABELS)
     assert bad == {"path": "b.jpg", "label": "", "confidence_red": None, "confidence_blue": None,
                    "abstained": False, "error": "The file is empty"}
 
@@ -131,13 +131,13 @@ def test_every_hostile_file_gets_one_row_refused_ones_with_the_reason(model, tmp
 
 def test_a_vanished_file_or_a_folder_is_a_row_with_its_reason_not_a_crash(model, tmp_path):
     pre = Classifier.from_pretrained(str(model)).preprocessor
-    pixels, error = batch.decode(str(tmp_path / "gone.jpg"), pre, 48)
+    pixels, error = processing.decode(str(tmp_path / "gone.jpg"), pre, 48)
     assert pixels is None and "gone" in error
     (tmp_path / "x.jpg").mkdir()
-    pixels, error = batch.decode(str(tmp_path / "x.jpg"), pre, 48)
+    pixels, error = processing.decode(str(tmp_path / "x.jpg"), pre, 48)
     assert pixels is None and error
     torn_tiff = [data for name, data, _, _ in cases() if name == "multipage_tiff"][0][:2000]
-    pixels, error = batch.decode(torn_tiff, pre, 48)  # load_image itself raises TypeError on this one
+    pixels, error = processing.decode(torn_tiff, pre, 48)  # load_image itself raises TypeError on this one
     assert pixels is None and "could not be decoded" in error
     # a folder named like a photo, inside the library, is searched rather than read
     make_photo(COLOURS["red"]).save(tmp_path / "x.jpg" / "inside.jpg")

@@ -18,18 +18,15 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import csv
 import filecmp
 import glob
 import io
 import itertools
-import json
 import logging
 import os
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,31 +35,19 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .classifier import Classifier, Prediction
+from .classifier import Classifier
 from .engine import ENGINES, cpu_threads
 from .errors import UsageError
-from .images import ImageError, ImageSource, image_files, is_hidden, load_image
-from .processing import Preprocessor, draft_size
+from .images import ImageSource, image_files, is_hidden
+from .processing import decoded_batches
+from .tables import JsonlTable, open_table, prediction_row, table_class
 
 logger = logging.getLogger(__name__)
 
 EMBEDDED_MODEL = Path(__file__).resolve().parents[2] / "models" / "parks-vit-small"
 UNSURE, UNREADABLE = "unsure", "unreadable"  # --sort-into folders beside the class folders
-LOOKAHEAD = 2  # batches decoding while the engine runs the current one
 # The variables accelerate itself reads for the number of processes (torchrun, accelerate launch, mpirun).
 WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-
-
-def columns(labels: list[str]) -> list[str]:
-    return ["path", "label", *(f"confidence_{n}" for n in labels), "abstained", "error"]
-
-
-def prediction_row(path: str, pred: Prediction | None, error: str | None, labels: list[str]) -> dict:
-    """One row of the table, in :func:`columns` order; ``pred`` is None for an unreadable photo, ``error`` says why.
-    The app's CSV download is built from it too, so both tables read the same."""
-    return {"path": path, "label": pred.label if pred else "",
-            **{f"confidence_{n}": pred.confidences[n] if pred else None for n in labels},
-            "abstained": bool(pred and pred.abstained), "error": error or ""}
 
 
 @dataclass
@@ -130,163 +115,6 @@ def collect_inputs(args) -> Inputs:
     return Inputs(keys, len(files), rows, args.image_column)
 
 
-def _append(path: Path, text: str) -> None:
-    with open(path, "a", encoding="utf-8", errors="surrogateescape", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())  # on disk before the next batch starts: a crash loses at most the batch in flight
-
-
-def _truncate(path: Path, size: int) -> None:
-    if path.exists() and path.stat().st_size > size:
-        logger.warning("%s: dropping an incomplete last row (a run was killed while writing it)", path)
-        with open(path, "r+b") as f:
-            f.truncate(size)
-            os.fsync(f.fileno())
-
-
-def _check_columns(path: Path, found: list[str], expected: list[str]) -> None:
-    if found != expected:
-        raise UsageError(f"{path} has the columns {', '.join(found)}, not this model's ({', '.join(expected)}): it "
-                         "holds another model's predictions. Give a new --output, or delete it to start over.")
-
-
-def _typed(record: list[str], cols: list[str]) -> dict:
-    """A CSV record read back with the types the other formats keep."""
-    row = dict(zip(cols, record, strict=True))
-    for c in cols:
-        if c.startswith("confidence_"):
-            row[c] = float(row[c]) if row[c] else None
-    row["abstained"] = row["abstained"] == "True"
-    return row
-
-
-class JsonlTable:
-    """One JSON object a line. Also the shards of the processes and the journal behind a Parquet output."""
-
-    def __init__(self, path: Path, cols: list[str]):
-        self.path, self.columns = path, cols
-
-    def repair(self) -> None:
-        if self.path.exists():  # JSON escapes newlines, so anything after the last one is a torn row
-            _truncate(self.path, self.path.read_bytes().rfind(b"\n") + 1)
-
-    def rows(self) -> list[dict]:
-        if not self.path.exists():
-            return []
-        rows = []
-        for n, line in enumerate(self.path.read_text("utf-8", "surrogateescape").split("\n"), 1):
-            try:
-                rows += [json.loads(line)] if line else []
-            except ValueError:
-                raise UsageError(f"{self.path} line {n} is not a JSON row; fix or delete the file.") from None
-        for row in rows[:1]:
-            _check_columns(self.path, list(row), self.columns)
-        return rows
-
-    def append(self, rows: list[dict]) -> None:
-        _append(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-    def finish(self) -> None:
-        pass
-
-
-class CsvTable(JsonlTable):
-    def _text(self) -> str:
-        return self.path.read_text("utf-8", "surrogateescape") if self.path.exists() else ""
-
-    def repair(self) -> None:
-        text, consumed, whole = self._text(), 0, 0
-
-        def lines():  # csv.reader pulls a line at a time: count what each record used (a path may hold a newline)
-            nonlocal consumed
-            for line in io.StringIO(text, newline=""):
-                consumed += len(line)
-                yield line
-
-        with contextlib.suppress(csv.Error):
-            for n, record in enumerate(csv.reader(lines())):
-                if n == 0 and text[consumed - 1] == "\n":
-                    _check_columns(self.path, record, self.columns)
-                if len(record) != len(self.columns) or text[consumed - 1] != "\n":
-                    break
-                whole = consumed
-        if len(list(csv.reader(io.StringIO(text[whole:], newline="")))) > 1:  # more than one torn row: not a kill
-            raise UsageError(f"{self.path} has a row that is not one of this table's; fix or delete the file.")
-        _truncate(self.path, len(text[:whole].encode("utf-8", "surrogateescape")))
-
-    def rows(self) -> list[dict]:
-        records = list(csv.reader(io.StringIO(self._text(), newline="")))
-        for header in records[:1]:
-            _check_columns(self.path, header, self.columns)
-        return [_typed(r, self.columns) for r in records[1:]]
-
-    def append(self, rows: list[dict]) -> None:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, self.columns, lineterminator="\n")
-        if not self.path.exists() or self.path.stat().st_size == 0:
-            writer.writeheader()
-        writer.writerows(rows)
-        _append(self.path, buf.getvalue())
-
-
-class ParquetTable:
-    """A Parquet file cannot be appended to: rows go to a JSONL journal beside it, and :meth:`finish` writes the
-    Parquet (then deletes the journal). Its rows are the Parquet's plus the journal's."""
-
-    def __init__(self, path: Path, cols: list[str]):
-        self.path, self.columns = path, cols
-        self.journal = JsonlTable(path.with_name(path.name + ".journal.jsonl"), cols)
-        self.pa, self.pq = _pyarrow()
-
-    def repair(self) -> None:
-        self.journal.repair()
-
-    def rows(self) -> list[dict]:
-        done = self.pq.read_table(self.path).to_pylist() if self.path.exists() else []
-        for row in done[:1]:
-            _check_columns(self.path, list(row), self.columns)
-        seen = {r["path"] for r in done}  # a kill between writing the Parquet and deleting the journal
-        return done + [r for r in self.journal.rows() if r["path"] not in seen]
-
-    def append(self, rows: list[dict]) -> None:
-        self.journal.append(rows)
-
-    def finish(self) -> None:
-        if not self.journal.path.exists():
-            return
-        pa = self.pa
-        types = {"path": pa.string(), "label": pa.string(), "abstained": pa.bool_(), "error": pa.string()}
-        schema = pa.schema([(c, types.get(c, pa.float64())) for c in self.columns])
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        self.pq.write_table(pa.Table.from_pylist(self.rows(), schema=schema), tmp)
-        os.replace(tmp, self.path)  # atomic: a kill leaves the old Parquet or the new one, never half of one
-        self.journal.path.unlink()
-
-
-def _pyarrow():
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise UsageError("A .parquet output needs pyarrow: pip install pyarrow (or write .csv or .jsonl).") from None
-    return pa, pq
-
-
-TABLES = {".csv": CsvTable, ".jsonl": JsonlTable, ".parquet": ParquetTable}
-
-
-def table_class(path: Path):
-    if path.suffix.lower() not in TABLES:
-        raise UsageError(f"--output {path}: the extension picks the format; end it in .csv, .jsonl or .parquet.")
-    return TABLES[path.suffix.lower()]
-
-
-def open_table(path: Path, labels: list[str]):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return table_class(path)(path, columns(labels))
-
-
 def shard_dir(output: Path) -> Path:
     return output.with_name(output.name + ".parts")
 
@@ -343,18 +171,6 @@ def process_state():
     return PartialState(cpu=True)
 
 
-def decode(source: ImageSource, pre: Preprocessor, draft: int) -> tuple[np.ndarray | None, str]:
-    """(the photo's pixel_values, "") or (None, why it cannot be read). Runs in the decoding threads."""
-    try:
-        return pre.one(load_image(source, draft_size=draft)), ""
-    except ImageError as e:
-        return None, str(e)
-    except FileNotFoundError:  # load_image reads the size before it opens the file
-        return None, "The file is gone (moved or deleted after the run listed it)."
-    except OSError as e:  # a decoder's own exceptions are ImageError already (load_image maps them)
-        return None, f"The file could not be read ({type(e).__name__}: {e.strerror or e}); check its permissions."
-
-
 def batch_rows(clf: Classifier, keys: list[str], decoded: list[tuple[np.ndarray | None, str]]) -> list[dict]:
     ok = [k for k, (pixels, _) in enumerate(decoded) if pixels is not None]
     # the threads did the preprocessing; the engine runs here
@@ -366,23 +182,10 @@ def batch_rows(clf: Classifier, keys: list[str], decoded: list[tuple[np.ndarray 
 
 def predicted_batches(clf: Classifier, inputs: Inputs, batches: list[list[int]],
                       workers: int) -> Iterator[tuple[list[int], list[dict]]]:
-    """(input indices, rows) per batch, in order. Threads decode and preprocess LOOKAHEAD batches ahead of the
-    engine; PIL, NumPy, torch and ONNX Runtime all release the GIL, so both cores stay busy."""
-    pre, draft = clf.preprocessor, draft_size(clf.preprocessor)
-    todo, pending = iter(batches), collections.deque()
-    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
-
-        def submit() -> None:
-            batch = next(todo, None)
-            if batch is not None:
-                pending.append((batch, [pool.submit(decode, inputs.source(i)[0], pre, draft) for i in batch]))
-
-        for _ in range(LOOKAHEAD):
-            submit()
-        while pending:
-            batch, futures = pending.popleft()
-            submit()
-            yield batch, batch_rows(clf, [inputs.keys[i] for i in batch], [f.result() for f in futures])
+    """(input indices, rows) per batch, in order; threads decode the next batches while the engine runs."""
+    sources = ([inputs.source(i)[0] for i in batch] for batch in batches)
+    for batch, decoded in zip(batches, decoded_batches(sources, clf.preprocessor, workers), strict=True):
+        yield batch, batch_rows(clf, [inputs.keys[i] for i in batch], decoded)
 
 
 def _extension(data: bytes) -> str:

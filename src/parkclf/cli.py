@@ -2,6 +2,7 @@
 
     parkclf train --data-dir photos/ --output-dir out/my-model     # fine-tune, calibrate, export, card
     parkclf predict photos/ --output predictions.csv               # sort a photo library
+    parkclf teach photos/ --output-dir out/mine                    # a new classifier in seconds, no torch
     parkclf evaluate --model out/my-model --data-dir test-photos/  # accuracy on a folder it never saw
     parkclf abstain-eval --model out/my-model --in-scope ... --out-of-scope name=dir ...
     parkclf export out/my-model --photos test-photos/              # onnx/ for serving without torch
@@ -24,6 +25,7 @@ from .errors import UsageError
 COMMANDS = {
     "train": "parkclf.training",
     "predict": "parkclf.batch",
+    "teach": "parkclf.teach",
     "evaluate": "parkclf.evaluation",
     "abstain-eval": "parkclf.evaluation",
     "export": "parkclf.export",

@@ -33,6 +33,10 @@ class Engine(Protocol):
     def relevance(self, pixel_values: np.ndarray, real_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """(per-patch relevance of the best real class, (gh, gw) in [0, 1]; logits (1, num_labels)) for one image."""
 
+    def features(self, pixel_values: np.ndarray) -> np.ndarray:
+        """(N, hidden) float32: the classifier's input (the class token after the final norm), what teaching fits
+        on. The ONNX engines only."""
+
 
 def has_onnx(folder: str | Path) -> bool:
     return any((Path(folder) / ONNX_DIR / f).exists() for f in MODEL_FILES.values())
@@ -64,6 +68,7 @@ class OnnxEngine:
         self._threads = threads or cpu_threads()
         self.session = self._forward()
         self._explain = None
+        self._features = None
 
     def _forward(self):
         return self._session(self.folder / MODEL_FILES[self.precision])
@@ -75,12 +80,13 @@ class OnnxEngine:
             return precision
         return "int8" if (self.folder / MODEL_FILES["int8"]).exists() else "fp32"
 
-    def _session(self, path: Path):
+    def _session(self, graph: Path | bytes):
         opts = self._ort.SessionOptions()
         opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = self._threads
         opts.inter_op_num_threads = 1
-        return self._ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return self._ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), opts,
+                                          providers=["CPUExecutionProvider"])
 
     def logits(self, pixel_values: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(pixel_values, np.float32)
@@ -91,6 +97,20 @@ class OnnxEngine:
             rows = [self.session.run(["logits"], {"pixel_values": x[i:i + 1]})[0] for i in range(len(x))]
             return np.concatenate(rows)
         return self.session.run(["logits"], {"pixel_values": x})[0]
+
+    def features(self, pixel_values: np.ndarray) -> np.ndarray:
+        if self._features is None:  # the served graph with the classifier's input as a second output, on first use
+            import onnx
+
+            from .graphs import head
+
+            model = onnx.load(str(self.folder / MODEL_FILES[self.precision]))
+            name = head(model.graph).features
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            self._features = (self._session(model.SerializeToString()), name)
+        session, name = self._features
+        x = np.ascontiguousarray(pixel_values, np.float32)
+        return np.concatenate([session.run([name], {"pixel_values": x[i:i + 1]})[0] for i in range(len(x))])
 
     def relevance(self, pixel_values: np.ndarray, real_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         from .explain import heat_from_tokens
@@ -116,7 +136,10 @@ class OpenVinoEngine(OnnxEngine):
 
     The graph is compiled for fixed shapes, once per batch size it meets (1, and :attr:`BATCH` for full batches):
     OpenVINO picks faster kernels for a fixed shape than for a dynamic batch, and its answers are the same, bit for
-    bit, at every fixed batch size, so a photo's answer still does not depend on its batch-mates."""
+    bit, at every fixed batch size, so a photo's answer still does not depend on its batch-mates.
+
+    The compiled graph has a second output, the classifier's input (:meth:`features`), which it computes anyway:
+    teaching reads it from the graph that serves, with no second graph to compile or hold (docs/results.md)."""
 
     BATCH = 16  # full batches of 16 run as one (the batch command); the rest one photo at a time
 
@@ -136,7 +159,7 @@ class OpenVinoEngine(OnnxEngine):
 
         self._core = ov.Core()
         self._model = self._core.read_model(io.BytesIO(static_graph(self.folder / MODEL_FILES["int8"],
-                                                                    load_ranges(self.folder))))
+                                                                    load_ranges(self.folder), features=True)))
         transpose_keys_in_matmul(self._model)
         class_token_only_in_last_layer(self._model)
         self._requests = {}
@@ -154,15 +177,21 @@ class OpenVinoEngine(OnnxEngine):
             self._requests[batch] = compiled.create_infer_request()
         return self._requests[batch]
 
-    def logits(self, pixel_values: np.ndarray) -> np.ndarray:
+    def _run(self, pixel_values: np.ndarray, output: int) -> np.ndarray:
         x = np.ascontiguousarray(pixel_values, np.float32)
         rows, i = [], 0
         with self._lock:
             while i < len(x):
                 n = self.BATCH if len(x) - i >= self.BATCH else 1
-                rows.append(self._request(n).infer({0: x[i:i + n]})[0].copy())
+                rows.append(self._request(n).infer({0: x[i:i + n]})[output].copy())
                 i += n
         return np.concatenate(rows)
+
+    def logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self._run(pixel_values, 0)
+
+    def features(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self._run(pixel_values, 1)
 
 
 def has_static_int8(folder: str | Path) -> bool:

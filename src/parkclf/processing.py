@@ -9,8 +9,10 @@ is written out here, in NumPy and PIL, because importing transformers imports to
 
 from __future__ import annotations
 
+import collections
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from math import ceil
@@ -20,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import UsageError
-from .images import ImageSource, load_image
+from .images import ImageError, ImageSource, load_image
 
 CONFIG_NAME = "preprocessor_config.json"
 
@@ -193,3 +195,40 @@ def draft_size(pre: Preprocessor) -> int:
 def open_images(sources: Sequence[ImageSource], pre: Preprocessor) -> list[Image.Image]:
     ds = draft_size(pre)
     return [load_image(s, draft_size=ds) for s in sources]
+
+
+def decode(source: ImageSource, pre: Preprocessor, draft: int) -> tuple[np.ndarray | None, str]:
+    """(the photo's pixel_values, "") or (None, why it cannot be read, in a sentence)."""
+    try:
+        return pre.one(load_image(source, draft_size=draft)), ""
+    except ImageError as e:
+        return None, str(e)
+    except FileNotFoundError:  # load_image reads the size before it opens the file
+        return None, "The file is gone (moved or deleted after the run listed it)."
+    except OSError as e:  # a decoder's own exceptions are ImageError already (load_image maps them)
+        return None, f"The file could not be read ({type(e).__name__}: {e.strerror or e}); check its permissions."
+
+
+LOOKAHEAD = 2  # batches decoding while the engine runs the current one
+
+
+def decoded_batches(batches: Iterable[Sequence[ImageSource]], pre: Preprocessor,
+                    workers: int) -> Iterator[list[tuple[np.ndarray | None, str]]]:
+    """:func:`decode` of each batch of sources, in order, with threads decoding :data:`LOOKAHEAD` batches ahead of
+    the caller (PIL, NumPy and the engines release the GIL, so both cores stay busy). Only those batches' pixels are
+    held at a time."""
+    draft = draft_size(pre)
+    todo, pending = iter(batches), collections.deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
+
+        def submit() -> None:
+            batch = next(todo, None)
+            if batch is not None:
+                pending.append([pool.submit(decode, source, pre, draft) for source in batch])
+
+        for _ in range(LOOKAHEAD):
+            submit()
+        while pending:
+            futures = pending.popleft()
+            submit()
+            yield [f.result() for f in futures]

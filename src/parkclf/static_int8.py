@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .graphs import prune
+
 RANGES_FILE = "activation_ranges.json"
 SMALL = 1 << 16  # elements: initializers up to this size are read as constants by the rewrites (masks, shapes)
 
@@ -95,21 +97,6 @@ def _rewrite(graph, ranges: dict[str, list[float]]) -> tuple[dict[str, list], se
     return replace, dead, scales
 
 
-def _prune(graph) -> None:
-    """Drop the nodes and initializers that no graph output depends on any more."""
-    needed = {o.name for o in graph.output}
-    kept = []
-    for node in reversed(list(graph.node)):
-        if any(o in needed for o in node.output):
-            kept.append(node)
-            needed |= set(node.input)
-    del graph.node[:]
-    graph.node.extend(reversed(kept))
-    inits = [i for i in graph.initializer if i.name in needed]
-    del graph.initializer[:]
-    graph.initializer.extend(inits)
-
-
 def _zero_tensors(graph) -> set[str]:
     """Tensors that are zero everywhere whatever the photo: a small all-zero constant, its Expand, and
     Where(all true, zero, _) (the additive attention mask torch.onnx writes for a ViT that masks nothing)."""
@@ -159,12 +146,17 @@ def _drop_zero_adds(model) -> None:
     model.graph.node.extend(nodes)
 
 
-def static_graph(model_path: str | Path, ranges: dict[str, list[float]]) -> bytes:
-    """The dynamic int8 graph at ``model_path`` with each activation quantised at its fixed scale (serialised)."""
+def static_graph(model_path: str | Path, ranges: dict[str, list[float]], *, features: bool = False) -> bytes:
+    """The dynamic int8 graph at ``model_path`` with each activation quantised at its fixed scale (serialised).
+    ``features``: the classifier's input becomes a second output (:func:`parkclf.graphs.head`), after ``logits``."""
     import onnx
 
     model = onnx.load(str(model_path))
     graph = model.graph
+    if features:
+        from .graphs import head
+
+        graph.output.append(onnx.helper.make_tensor_value_info(head(graph).features, onnx.TensorProto.FLOAT, None))
     missing = set(_dynamic_inputs(graph)) - set(ranges)
     if missing:
         raise ValueError(f"{RANGES_FILE} does not match {Path(model_path).name} ({len(missing)} inputs unknown); "
@@ -180,7 +172,7 @@ def static_graph(model_path: str | Path, ranges: dict[str, list[float]]) -> byte
     graph.node.extend(nodes)
     graph.initializer.extend(scales)
     _drop_zero_adds(model)
-    _prune(graph)
+    prune(graph)
     return model.SerializeToString()
 
 

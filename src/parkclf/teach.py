@@ -15,20 +15,35 @@ The library API, for the command and the app's "Teach it" tab::
     taught = teach({"beach": [path, ...], "forest": [bytes, ...]}, "out/model", progress=lambda done, total: ...)
     taught.metrics["accuracy"], taught.folder, taught.skipped
 
-Bad input raises :class:`TeachError` (a :class:`~parkclf.errors.UsageError`) with one sentence a person can act on;
+A photo is an :data:`~parkclf.images.ImageSource` (a path, bytes, a file object) or a ``(name, source)`` pair, for
+bytes that have a name to be listed by (a zip entry); messages name a photo by its class and file name, never by
+the folder it sits in.
+
+Bad input raises :class:`TeachError` (a :class:`~parkclf.errors.UsageError`) with one sentence a person can act on
+(a base model that cannot be loaded, or an output folder that holds other files, raise a plain UsageError);
 unreadable photos are skipped and listed in :attr:`Taught.skipped`, and a photo sent in two classes is kept in the
 first and listed in :attr:`Taught.duplicates`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from . import calibration
+from .classifier import Classifier
+from .engine import cpu_threads
 from .errors import UsageError
-from .images import ImageSource, image_files, is_hidden
+from .head import fit_head, report
+from .images import MAX_BYTES, ImageError, ImageSource, image_files, is_hidden
+from .images import price as image_price
+from .processing import decoded_batches, draft_size
 
 
 class TeachError(UsageError):
@@ -75,12 +90,252 @@ def photos_from_folder(root: str | os.PathLike) -> dict[str, list[Path]]:
     return {p.name: [Path(f) for f in image_files(p)] for p in classes}
 
 
-def teach(photos: Mapping[str, Sequence[ImageSource]], output_dir: str | os.PathLike, *,
-          base: str | os.PathLike | None = None, limits: TeachLimits = TeachLimits(),
-          progress: Callable[[int, int], None] | None = None) -> Taught:
-    """Teach a new classifier on ``photos`` ({class name: photos}) and write it to ``output_dir``.
+# The abstain threshold answers this share of the held-out photos. High on purpose, as in training: the held-out
+# photos come from the same sender as the training ones, and photos from elsewhere score lower.
+KEEP_RATE = 0.98
+BATCH = 16  # photos per forward pass: the OpenVINO engine's full batch
+FORBIDDEN = set('/\\:*?"<>|')  # not in a folder name on Linux, macOS or Windows
+RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
-    ``base``: a checkpoint folder or Hub id with ``onnx/`` whose backbone is reused (default: the embedded model).
-    ``progress(done, total)`` is called as photos are read and run through the backbone.
+
+@dataclass
+class Photo:
+    label: int  # position of its class in the labels
+    name: str  # what the messages call it: class/file name
+    source: ImageSource
+
+
+def check_names(names: Sequence[str], limits: TeachLimits) -> list[str]:
+    """The class names as labels (surrounding spaces dropped); TeachError for an empty, duplicated or unusable one."""
+    labels = [str(n).strip() for n in names]
+    if len(labels) < limits.min_classes:
+        raise TeachError(f"Teaching needs at least {limits.min_classes} classes; this has {len(labels)}"
+                         f"{' (' + ', '.join(labels) + ')' if labels else ''}. Add another class of photos.")
+    if len(labels) > limits.max_classes:
+        raise TeachError(f"At most {limits.max_classes} classes per model; this has {len(labels)}. Leave some out.")
+    seen: dict[str, str] = {}
+    for i, label in enumerate(labels, 1):
+        if not label:
+            raise TeachError(f"Class {i} has no name; give every class a name (it becomes the label).")
+        if len(label) > limits.max_name_length:
+            raise TeachError(f"The class name '{label[:20]}...' is {len(label)} characters long; use at most "
+                             f"{limits.max_name_length}.")
+        if FORBIDDEN & set(label) or any(ord(c) < 32 for c in label) or label.startswith(".") \
+                or label.split(".")[0].lower() in RESERVED:
+            raise TeachError(f"The class name {label!r} cannot be a folder name: leave out / \\ : * ? \" < > | and "
+                             "control characters, do not start it with a dot, and avoid CON, NUL, COM1 and the like.")
+        if label.casefold() in seen:
+            raise TeachError(f"Two classes are called {seen[label.casefold()]!r} and {label!r}; give each class its "
+                             "own name (folders that differ only in case are one folder on Windows and macOS).")
+        seen[label.casefold()] = label
+    return labels
+
+
+def _name(source: ImageSource, label: str, i: int) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return f"{label}/{Path(source).name}"
+    named = getattr(source, "name", None)
+    return f"{label}/{Path(named).name}" if isinstance(named, str) else f"{label}/photo {i + 1}"
+
+
+def _content(source: ImageSource) -> bytes | None:
+    """The bytes that identify a photo, for spotting the same one in two classes (None: unreadable, left to the
+    decoder to explain)."""
+    from PIL import Image
+
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            return bytes(source)
+        if isinstance(source, Image.Image):
+            return source.tobytes()
+        if isinstance(source, (str, os.PathLike)):
+            return Path(source).read_bytes() if os.path.getsize(source) <= MAX_BYTES else None
+        data = source.read()
+        source.seek(0)
+        return data
+    except OSError:
+        return None
+
+
+def collect(photos: Mapping[str, Sequence[ImageSource | tuple[str, ImageSource]]], labels: list[str],
+            limits: TeachLimits) -> tuple[list[Photo], list[str]]:
+    """The photos in class order, within the caps, each once: (photos, one sentence per copy left out)."""
+    total = sum(len(v) for v in photos.values())
+    for label, sources in zip(labels, photos.values(), strict=True):
+        if len(sources) > limits.max_per_class:
+            raise TeachError(f"The class {label!r} has {len(sources)} photos; at most {limits.max_per_class} per "
+                             "class. Leave some out.")
+    if total > limits.max_total:
+        raise TeachError(f"These classes hold {total} photos; at most {limits.max_total} in all. Leave some out.")
+    first: dict[str, str] = {}
+    kept, duplicates = [], []
+    for c, (label, sources) in enumerate(zip(labels, photos.values(), strict=True)):
+        for i, item in enumerate(sources):
+            given, source = item if isinstance(item, tuple) else (None, item)
+            name = f"{label}/{Path(given).name}" if given else _name(source, label, i)
+            data = _content(source)
+            key = hashlib.sha256(data).hexdigest() if data else None
+            if key in first:
+                duplicates.append(f"{name} is the same photo as {first[key]}; the copy in {label!r} was left out.")
+                continue
+            if key:
+                first[key] = name
+            kept.append(Photo(c, name, source))
+    return kept, duplicates
+
+
+def price(kept: list[Photo], draft: int, limits: TeachLimits) -> list[tuple[str, str]]:
+    """Refuse the run before decoding anything when its photos would decode more than the pixel budget; a photo
+    whose header cannot be read is dropped from ``kept`` and returned as (name, why)."""
+    total, skipped = 0, []
+    for photo in list(kept):
+        try:
+            total += image_price(photo.source, draft_size=draft)
+        except ImageError as e:
+            skipped.append((photo.name, str(e)))
+            kept.remove(photo)
+        except OSError as e:
+            skipped.append((photo.name, f"The file could not be read ({e.strerror or e})."))
+            kept.remove(photo)
+    if total > limits.max_pixels:
+        raise TeachError(f"These photos would decode to {total / 1e6:.0f} megapixels; a teaching run may hold at most "
+                         f"{limits.max_pixels / 1e6:.0f}. Send fewer or smaller photos (JPEG photos cost least).")
+    return skipped
+
+
+def features(clf: Classifier, kept: list[Photo],
+             progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """(features, class of each, (name, why) for photos that could not be decoded), through the serving engine."""
+    if not hasattr(clf.engine, "features"):
+        raise TeachError(f"{clf.folder} has no onnx/ export to compute features with; teach from a checkpoint "
+                         "with onnx/ (run `parkclf export` on it once).")
+    batches = [kept[i:i + BATCH] for i in range(0, len(kept), BATCH)]
+    rows, labels, skipped, done = [], [], [], 0
+    decoded = decoded_batches(([p.source for p in b] for b in batches), clf.preprocessor, min(4, cpu_threads()))
+    for batch, pixels in zip(batches, decoded, strict=True):
+        ok = [(p, px) for p, (px, _) in zip(batch, pixels, strict=True) if px is not None]
+        skipped += [(p.name, why) for p, (px, why) in zip(batch, pixels, strict=True) if px is None]
+        if ok:
+            rows.append(clf.engine.features(np.stack([px for _, px in ok])))
+            labels += [p.label for p, _ in ok]
+        done += len(batch)
+        if progress:
+            progress(done, len(kept))
+    width = rows[0].shape[1] if rows else 0
+    return (np.concatenate(rows) if rows else np.zeros((0, width), np.float32)), np.asarray(labels, np.int64), skipped
+
+
+def check_counts(y: np.ndarray, labels: list[str], skipped: list[tuple[str, str]], limits: TeachLimits) -> None:
+    counts = np.bincount(y, minlength=len(labels))
+    for label, n in zip(labels, counts, strict=True):
+        if n < limits.min_photos:
+            lost = sum(1 for name, _ in skipped if name.startswith(f"{label}/"))
+            raise TeachError(f"The class {label!r} has {n} readable photo{'s' if n != 1 else ''}"
+                             f"{f' ({lost} could not be read)' if lost else ''}; each class needs at least "
+                             f"{limits.min_photos}. Add photos to it.")
+
+
+def base_classifier(base: str | os.PathLike | Classifier | None) -> Classifier:
+    if isinstance(base, Classifier):
+        return base
+    from .app.serve import EMBEDDED_MODEL
+
+    return Classifier.from_pretrained(str(base or EMBEDDED_MODEL))
+
+
+def base_names(base: str | os.PathLike | Classifier | None, folder: Path) -> tuple[str, str | None]:
+    """(what the card calls the base, the Hub id its metadata names): a Hub id as given; for a local folder, its
+    name, and the Hub id its own card names as its base."""
+    if isinstance(base, str) and not Path(base).is_dir():
+        return base, base
+    card = folder / "README.md"
+    if card.exists():
+        from huggingface_hub import ModelCard
+
+        return folder.name, ModelCard.load(card).data.base_model
+    return folder.name, None
+
+
+def write_checkpoint(clf: Classifier, base, out: Path, labels: list[str], fit, calib: dict, metrics: dict,
+                     counts: dict[str, int]) -> Path:
+    from . import checkpoint
+
+    if clf.folder is None:
+        raise TeachError("The base model has no checkpoint folder to copy; load it with Classifier.from_pretrained.")
+    name, hub_id = base_names(base, clf.folder)
+    return checkpoint.write(clf.folder, out, labels=labels, weight=fit.weight, bias=fit.bias, calib=calib,
+                            metrics=metrics, counts=counts, base_name=name, base_model=hub_id,
+                            n_base=len(clf.all_labels))
+
+
+def teach(photos: Mapping[str, Sequence[ImageSource | tuple[str, ImageSource]]], output_dir: str | os.PathLike, *,
+          base: str | os.PathLike | Classifier | None = None, limits: TeachLimits = TeachLimits(),
+          progress: Callable[[int, int], None] | None = None) -> Taught:
+    """Teach a new classifier on ``photos`` ({class name: photos}, in label order) and write it to ``output_dir``.
+
+    ``base``: a checkpoint folder or Hub id with ``onnx/`` whose backbone is reused (default: the embedded model),
+    or a loaded :class:`~parkclf.classifier.Classifier` (the app's own: its compiled engine is reused).
+    ``progress(done, total)`` is called after each batch of photos has been through the backbone.
     """
-    raise NotImplementedError("teach() is being written; the signature and Taught are final")
+    from .checkpoint import check_output_dir
+
+    start = time.perf_counter()
+    labels = check_names(list(photos), limits)
+    check_output_dir(Path(output_dir))
+    kept, duplicates = collect(photos, labels, limits)
+    clf = base_classifier(base)
+    skipped = price(kept, draft_size(clf.preprocessor), limits)
+    x, y, unreadable = features(clf, kept, progress)
+    skipped += unreadable
+    check_counts(y, labels, skipped, limits)
+    fit = fit_head(x, y, len(labels))
+    calib = calibration.fit(fit.heldout_logits, y, labels, None, keep_rate=KEEP_RATE)
+    _, score = calibration.in_scope_scores(fit.heldout_logits, labels, calib["calibration_temperature"], None)
+    metrics = {**report(y, fit.heldout_logits.argmax(-1), labels), "method": f"{fit.folds}-fold",
+               "n_photos": len(y), "C": fit.C, **calib,
+               "keep_rate": float((score >= calib["abstain_threshold"]).mean())}
+    counts = {label: int(n) for label, n in zip(labels, np.bincount(y, minlength=len(labels)), strict=True)}
+    folder = write_checkpoint(clf, base, Path(output_dir), labels, fit, calib, metrics, counts)
+    return Taught(folder=folder, labels=labels, metrics=metrics, counts=counts, skipped=skipped,
+                  duplicates=duplicates, seconds=time.perf_counter() - start)
+
+
+def summary(taught: Taught) -> str:
+    """What the command prints at the end: held-out figures, per class, what was left out, where the model went."""
+    m = taught.metrics
+    width = max(len(n) for n in taught.labels)
+    lines = [f"Held-out accuracy {m['accuracy']:.3f} (macro-F1 {m['macro_f1']:.3f}; {m['method']} cross-validation "
+             f"on {m['n_photos']} photos, each scored by a model fitted without it)",
+             f"  {'class':<{width}}  photos  precision  recall     F1"]
+    for name in taught.labels:
+        row = m["per_class"][name]
+        lines.append(f"  {name:<{width}}  {taught.counts[name]:>6}  {row['precision']:>9.3f}  {row['recall']:>6.3f}  "
+                     f"{row['f1']:>5.3f}")
+    lines.append(f"Answers below {m['abstain_threshold']:.3f} calibrated confidence abstain ({m['keep_rate']:.1%} of "
+                 f"the held-out photos answered); temperature {m['calibration_temperature']:.3f}, C = {m['C']}.")
+    for name, why in taught.skipped:
+        lines.append(f"Skipped {name}: {why}")
+    lines += [f"Left out: {sentence}" for sentence in taught.duplicates]
+    lines.append(f"Model saved to {taught.folder} in {taught.seconds:.1f} s. Try it: MODEL_ID={taught.folder} python "
+                 f"app.py, or parkclf predict PHOTOS --model {taught.folder} --output predictions.csv")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> Taught:
+    import argparse
+
+    from tqdm.auto import tqdm
+
+    p = argparse.ArgumentParser(prog="parkclf teach", description=__doc__.split("\n\n")[0] + "\n\n" +
+                                __doc__.split("\n\n")[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("photos_dir", metavar="PHOTOS_DIR", help="a folder of class folders: PHOTOS_DIR/<class>/*.jpg")
+    p.add_argument("--output-dir", required=True, help="where the new checkpoint goes (a new or empty folder, or an "
+                   "earlier model to replace)")
+    p.add_argument("--base", help="a checkpoint folder or Hub model id with onnx/ whose backbone is reused "
+                   "(default: the embedded model)")
+    a = p.parse_args(argv)
+    photos = photos_from_folder(a.photos_dir)
+    with tqdm(total=sum(map(len, photos.values())), unit="img", desc="teach") as bar:
+        taught = teach(photos, a.output_dir, base=a.base, progress=lambda done, _total: bar.update(done - bar.n))
+    print(summary(taught))
+    return taught

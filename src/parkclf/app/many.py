@@ -10,7 +10,6 @@ refused whole: it was made to attack an unzip tool, not to share photos. The "Te
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import os
 import tempfile
@@ -24,6 +23,7 @@ from ..classifier import Classifier
 from ..images import IMAGE_EXTENSIONS, MAX_BYTES, ImageError, is_hidden, load_image
 from ..images import price as image_price
 from ..processing import draft_size
+from ..tables import CsvTable
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,6 @@ class CsvFolder:
             if now - old.stat().st_mtime > self.max_age_s:
                 old.unlink(missing_ok=True)
         fd, path = tempfile.mkstemp(prefix="predictions-", suffix=".csv", dir=self.root)
-        with os.fdopen(fd, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["path"])
-            w.writeheader()
-            w.writerows(rows)
+        os.close(fd)
+        CsvTable(Path(path), list(rows[0]) if rows else ["path"]).append(rows)  # the batch command's CSV writer
         return path

@@ -10,6 +10,55 @@ from ..errors import UsageError
 
 CONFUSION_PNG = "confusion_matrix.png"
 
+RESULT_TABLES = """| class | precision | recall | F1 | support |
+|---|---|---|---|---|
+{%- for row in per_class %}
+| {{ row.name }} | {{ "%.3f" | format(row.p) }} | {{ "%.3f" | format(row.r) }} | {{ "%.3f" | format(row.f) }} | {{ row.n }} |
+{%- endfor %}
+
+![Confusion matrix]({{ confusion_png }})
+
+Confusion matrix (rows: true class, columns: predicted):
+
+| | {{ labels | join(" | ") }} |
+|---|{% for _ in labels %}---|{% endfor %}
+{%- for row in confusion %}
+| **{{ labels[loop.index0] }}** | {{ row | join(" | ") }} |
+{%- endfor %}
+
+"""
+
+USE_IT = """## Use it
+
+```python
+from transformers import pipeline
+clf = pipeline("image-classification", model="{{ repo_id }}")
+print(clf("photo.jpg"))
+```
+{%- if export %}
+
+In a browser, with transformers.js (the int8 graph, `dtype: "q8"`):
+
+```js
+import { pipeline } from "@huggingface/transformers";
+const clf = await pipeline("image-classification", "{{ repo_id }}", { dtype: "q8" });
+console.log(await clf("photo.jpg"));
+```
+{%- endif %}
+
+A plain pipeline ranks the classes{% if calibration.out_of_scope_label %}, `{{ calibration.out_of_scope_label }}`
+included,{% endif %} with the raw softmax; the calibrated answer and the abstain rule above are what this project's
+app and `parkclf predict` give.
+
+From a running Space or `python app.py`:
+
+```python
+from gradio_client import Client, handle_file
+client = Client("{{ space_or_url }}")
+print(client.predict(handle_file("photo.jpg"), api_name="/predict"))
+```
+"""
+
 TEMPLATE = """---
 {{ card_data }}
 ---
@@ -42,23 +91,7 @@ own validation photos.
 | out-of-scope photos abstained | {{ "%.3f" | format(abstain.out_of_scope_abstain_rate) }} |
 {%- endif %}
 
-| class | precision | recall | F1 | support |
-|---|---|---|---|---|
-{%- for row in per_class %}
-| {{ row.name }} | {{ "%.3f" | format(row.p) }} | {{ "%.3f" | format(row.r) }} | {{ "%.3f" | format(row.f) }} | {{ row.n }} |
-{%- endfor %}
-
-![Confusion matrix]({{ confusion_png }})
-
-Confusion matrix (rows: true class, columns: predicted):
-
-| | {{ labels | join(" | ") }} |
-|---|{% for _ in labels %}---|{% endfor %}
-{%- for row in confusion %}
-| **{{ labels[loop.index0] }}** | {{ row | join(" | ") }} |
-{%- endfor %}
-
-{{ extra }}
+""" + RESULT_TABLES + """{{ extra }}
 {%- if export %}
 
 ## ONNX export
@@ -112,35 +145,50 @@ out-of-scope class `{{ calibration.out_of_scope_label }}` trained on negative ph
 - Metrics come from a small held-out split; photos from other photographers, seasons or cameras can score lower.
 - Not for safety-relevant decisions.
 
-## Use it
+""" + USE_IT
 
-```python
-from transformers import pipeline
-clf = pipeline("image-classification", model="{{ repo_id }}")
-print(clf("photo.jpg"))
-```
-{%- if export %}
+TAUGHT_TEMPLATE = """---
+{{ card_data }}
+---
 
-In a browser, with transformers.js (the int8 graph, `dtype: "q8"`):
+# {{ title }}
 
-```js
-import { pipeline } from "@huggingface/transformers";
-const clf = await pipeline("image-classification", "{{ repo_id }}", { dtype: "q8" });
-console.log(await clf("photo.jpg"));
-```
-{%- endif %}
+Image classifier for **{{ labels | join(", ") }}**, taught with this project's `parkclf teach` from
+{{ n_photos }} photos: a new classifier (multinomial logistic regression, L2 strength C = {{ C }} picked by
+cross-validation) on the class-token features of `{{ base_name }}`, whose backbone it keeps unchanged.
 
-A plain pipeline ranks the classes, `{{ calibration.out_of_scope_label or "none" }}` included, with the raw softmax;
-the calibrated answer and the abstain rule above are what this project's app and `parkclf predict` give.
+## Results ({{ method }} cross-validation, {{ n_photos }} photos)
 
-From a running Space or `python app.py`:
+Each photo was scored by a model fitted without it.
 
-```python
-from gradio_client import Client, handle_file
-client = Client("{{ space_or_url }}")
-print(client.predict(handle_file("photo.jpg"), api_name="/predict"))
-```
-"""
+| metric | value |
+|---|---|
+| accuracy | {{ "%.3f" | format(accuracy) }} |
+| macro-F1 | {{ "%.3f" | format(macro_f1) }} |
+| photos answered (not abstained) | {{ "%.3f" | format(keep_rate) }} |
+
+""" + RESULT_TABLES + """
+## Calibration and abstaining
+
+Softmax temperature {{ "%.3f" | format(calibration.calibration_temperature) }}, fitted on the cross-validated
+scores. The app answers "not one of my classes" when the calibrated probability of the best class is below
+{{ "%.3f" | format(calibration.abstain_threshold) }}. Both live in `config.json`.
+
+## Training data
+
+Photos per class: {% for name, n in counts.items() %}{{ name }} {{ n }}{{ ", " if not loop.last }}{% endfor %}.
+{%- for note in export.notes %}
+
+{{ note }}
+{%- endfor %}
+
+## Intended use and limits
+
+- Taught from a few photos by one sender: photos from other places, seasons or cameras can score lower than the
+  figures above.
+- Not for safety-relevant decisions.
+
+""" + USE_IT
 
 
 def save_confusion_png(path: Path, matrix: list[list[int]], labels: list[str]) -> None:
@@ -194,6 +242,32 @@ def write(out: Path, *, metrics: dict, report: dict, base_model: str, dataset: s
         provenance=provenance, extra=extra, export=export, soup_seeds=metrics.get("soup_seeds", []),
         repo_id=hub_model_id or str(out),
         space_or_url="user/space-name or http://127.0.0.1:7860")
+    card.save(out / "README.md")
+    return card
+
+
+def write_taught(out: Path, *, labels: list[str], metrics: dict, counts: dict[str, int], base_name: str,
+                 base_model: str | None, export: dict, repo_id: str, license: str = "apache-2.0") -> ModelCard:
+    """The card of a model ``parkclf teach`` wrote: held-out figures from its cross-validation, photos per class, the
+    base model. ``base_model``: the Hub id named in the metadata (None where the base is a local folder of unknown
+    origin)."""
+    save_confusion_png(out / CONFUSION_PNG, metrics["confusion"], labels)
+    title = f"Image classifier: {', '.join(labels)}"
+    results = [EvalResult(task_type="image-classification", dataset_type="imagefolder", dataset_name="taught photos",
+                          dataset_split=f"{metrics['method']} cross-validation", metric_type=kind,
+                          metric_name=name, metric_value=round(metrics[key], 4))
+               for kind, name, key in (("accuracy", "accuracy", "accuracy"), ("f1", "macro-F1", "macro_f1"))]
+    card_data = ModelCardData(license=license, library_name="transformers", pipeline_tag="image-classification",
+                              base_model=base_model, tags=["image-classification", "vision", "parkclf", "parkclf-teach"],
+                              model_name=title, eval_results=results)
+    per_class = [{"name": n, "p": m["precision"], "r": m["recall"], "f": m["f1"], "n": m["support"]}
+                 for n, m in metrics["per_class"].items()]
+    card = ModelCard.from_template(
+        card_data, template_str=TAUGHT_TEMPLATE, title=title, labels=labels, base_name=base_name,
+        n_photos=metrics["n_photos"], C=metrics["C"], method=metrics["method"], accuracy=metrics["accuracy"],
+        macro_f1=metrics["macro_f1"], keep_rate=metrics["keep_rate"], per_class=per_class,
+        confusion=metrics["confusion"], confusion_png=CONFUSION_PNG, calibration=metrics, counts=counts,
+        export=export, repo_id=repo_id, space_or_url="user/space-name or http://127.0.0.1:7860")
     card.save(out / "README.md")
     return card
 

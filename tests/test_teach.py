@@ -1,0 +1,302 @@
+"""``parkclf teach``: a new classifier from photos per class, through the serving engine, with no torch.
+
+Fast tier: a tiny random ViT exported as `parkclf export` writes it, and generated photos. Real tier: the embedded
+model taught on scene photos, its labels compared in the app's engine, ``transformers.pipeline`` and (browser tier)
+the in-browser page.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from parkclf import head
+from parkclf.errors import UsageError
+from parkclf.teach import TeachError, TeachLimits, photos_from_folder, teach
+
+from conftest import EMBEDDED, ROOT, SCENES, make_imagefolder, make_photo, needs_shared, save_tiny_vit
+
+CLASSES = ("red", "green", "blue")
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A tiny ViT with three labels and its onnx/ export (the graphs `parkclf export` writes)."""
+    from parkclf.export import export
+    from parkclf.images import image_files
+
+    root = tmp_path_factory.mktemp("teach-base")
+    folder = save_tiny_vit(root / "base", num_labels=3)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(id2label=dict(enumerate(("cat", "dog", "other"))), label2id={"cat": 0, "dog": 1, "other": 2},
+                  out_of_scope_label="other", calibration_temperature=1.0, abstain_threshold=0.4)
+    (folder / "config.json").write_text(json.dumps(config))
+    photos = make_imagefolder(root / "export-photos", per_class=4, classes=CLASSES, size=(40, 40), seed=99)
+    export(folder, photos=image_files(photos))
+    return folder
+
+
+@pytest.fixture
+def photos(tmp_path) -> Path:
+    return make_imagefolder(tmp_path / "photos", per_class=8, classes=CLASSES, size=(48, 40))
+
+
+def test_the_head_fit_is_scikit_learns_multinomial_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 120)
+    x = rng.normal(0, 1, (4, 20))[y] + rng.normal(0, 2, (120, 20))
+    for C in (0.01, 1.0):
+        theta = head.fit_logistic(x, y, 4, C)
+        ours = np.exp(x @ theta[:-1] + theta[-1])
+        ours /= ours.sum(1, keepdims=True)
+        theirs = LogisticRegression(C=C, tol=1e-10, max_iter=10_000).fit(x, y).predict_proba(x)
+        assert np.abs(ours - theirs).max() < 1e-4, C
+
+
+def test_cross_validation_scores_each_photo_without_it_and_folds_keep_classes_even():
+    y = np.repeat(np.arange(3), [2, 7, 11])
+    fold = head.stratified_folds(y, 2)
+    assert all(set(fold[y == c]) == {0, 1} for c in range(3))
+    x = np.random.default_rng(1).normal(0, 1, (20, 8)) + 3 * np.eye(3)[y] @ np.ones((3, 8)) * np.arange(8)
+    fit = head.fit_head(x, y, 3)
+    assert fit.folds == 2 and fit.C in head.C_GRID and fit.heldout_logits.shape == (20, 3)
+    # the held-out logits are not the final model's own (it saw every photo)
+    assert not np.allclose(fit.heldout_logits, x @ fit.weight.T + fit.bias, atol=1e-3)
+    assert fit.weight.flags["C_CONTIGUOUS"]
+
+
+def test_the_report_counts_what_a_person_reads():
+    r = head.report(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), ["a", "b", "c"])
+    assert r["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert r["accuracy"] == pytest.approx(0.6)
+    assert r["per_class"]["b"] == {"precision": pytest.approx(2 / 3), "recall": 1.0, "f1": pytest.approx(0.8),
+                                   "support": 2}
+    assert r["per_class"]["c"]["f1"] == 0.0
+
+
+def test_a_taught_checkpoint_loads_everywhere_and_answers_with_the_new_classifier(base, photos, tmp_path):
+    import torch
+    from safetensors.numpy import load_file
+    from transformers import pipeline
+
+    from parkclf.classifier import Classifier
+    from parkclf.explain import relevance_map
+    from parkclf.images import image_files
+
+    seen = []
+    taught = teach(photos_from_folder(photos), tmp_path / "out", base=str(base),
+                   progress=lambda done, total: seen.append((done, total)))
+    assert taught.labels == sorted(CLASSES)  # the class folders, in name order
+    assert seen[-1] == (24, 24) and taught.counts == dict.fromkeys(CLASSES, 8)
+    assert taught.metrics["method"] == "5-fold" and sum(map(sum, taught.metrics["confusion"])) == 24
+    config = json.loads((taught.folder / "config.json").read_text())
+    assert config["id2label"] == {"0": "blue", "1": "green", "2": "red"} and "out_of_scope_label" not in config
+    assert config["abstain_threshold"] == taught.metrics["abstain_threshold"] > 0
+    card = (taught.folder / "README.md").read_text()
+    assert "5-fold cross-validation" in card and "blue 8, green 8, red 8" in card and "base" in card
+    exported = json.loads((taught.folder / "onnx" / "export.json").read_text())
+    assert set(exported["files"]) == {p.name for p in (taught.folder / "onnx").iterdir()} - {"export.json"}
+
+    # the graphs the app serves compute the new classifier on the engine's own features
+    files = image_files(photos)
+    served = Classifier.from_pretrained(str(taught.folder), engine="onnx")
+    pv = served.pixel_values([Image.open(f) for f in files])
+    tensors = load_file(taught.folder / "model.safetensors")
+    w, b = tensors["classifier.weight"].astype(np.float32), tensors["classifier.bias"].astype(np.float32)
+    assert np.allclose(served.engine.logits(pv), served.engine.features(pv) @ w.T + b, atol=1e-4)
+    # ... and transformers (torch, from model.safetensors) gives the same labels
+    pipe = pipeline("image-classification", model=str(taught.folder))
+    predicted = [p.label for p in served.predict_batch(files)]
+    assert [pipe(f, top_k=1)[0]["label"] for f in files] == predicted
+    # the explanation graph explains the new classifier's best class, as captum does on the torch model
+    if "explain.onnx" in exported["files"]:
+        heat, _ = served.engine.relevance(pv[:1], served.real_ids)
+        ref, _ = relevance_map(pipe.model.float().eval(), torch.from_numpy(pv[:1]), served.real_ids)
+        assert np.corrcoef(heat.ravel(), ref.ravel())[0, 1] > 0.95
+
+
+def test_teaching_runs_on_the_serving_stack_without_torch(base, photos, tmp_path):
+    code = ("import sys; from parkclf.cli import main; rc = main(sys.argv[1:]); "
+            "print('RESULT', rc, 'torch' in sys.modules, 'transformers' in sys.modules, 'sklearn' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, "teach", str(photos), "--output-dir", str(tmp_path / "out"),
+                        "--base", str(base)], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.split("RESULT")[-1].split() == ["0", "False", "False", "False"], r.stdout[-2000:]
+    assert "Held-out accuracy" in r.stdout and f"Model saved to {tmp_path / 'out'}" in r.stdout
+    assert (tmp_path / "out" / "onnx" / "model.onnx").exists()
+
+
+def test_the_command_turns_a_mistake_into_one_line_and_exit_code_2(photos, tmp_path, capsys):
+    from parkclf.cli import main
+
+    shutil.rmtree(photos / "green")
+    shutil.rmtree(photos / "blue")
+    assert main(["teach", str(photos), "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "at least 2 classes" in err and "(red)" in err and "Traceback" not in err
+
+
+def _jpeg(seed: int, colour=(200, 40, 40)) -> bytes:
+    buf = io.BytesIO()
+    make_photo(colour, size=(40, 32), seed=seed).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _classes(n_classes: int = 2, per_class: int = 3) -> dict[str, list[bytes]]:
+    colours = [(200, 40, 40), (40, 170, 60), (40, 60, 200)]
+    return {f"class{c}": [_jpeg(100 * c + i, colours[c % 3]) for i in range(per_class)] for c in range(n_classes)}
+
+
+@pytest.mark.parametrize(("names", "message"), [
+    (["only"], "at least 2 classes"),
+    (["a", "  "], "Class 2 has no name"),
+    (["Beach", "beach"], "Two classes are called 'Beach' and 'beach'"),
+    (["a/b", "c"], "cannot be a folder name"),
+    ([".hidden", "c"], "cannot be a folder name"),
+    (["CON", "c"], "cannot be a folder name"),
+    (["x" * 65, "c"], "at most 64"),
+    ([f"c{i}" for i in range(11)], "At most 10 classes"),
+])
+def test_class_names_and_counts_that_cannot_be_taught_get_a_sentence(names, message, tmp_path):
+    photos = {n: [_jpeg(i), _jpeg(i + 50)] for i, n in enumerate(names)}
+    with pytest.raises(TeachError, match=message):
+        teach(photos, tmp_path / "out", base=str(EMBEDDED))
+    assert not (tmp_path / "out").exists()
+
+
+def test_caps_on_photos_and_pixels_refuse_the_run_before_any_decoding(base, tmp_path):
+    photos = _classes(per_class=4)
+    with pytest.raises(TeachError, match="'class0' has 4 photos; at most 3 per class"):
+        teach(photos, tmp_path / "a", base=str(base), limits=TeachLimits(max_per_class=3))
+    with pytest.raises(TeachError, match="hold 8 photos; at most 7 in all"):
+        teach(photos, tmp_path / "b", base=str(base), limits=TeachLimits(max_total=7))
+    with pytest.raises(TeachError, match="would decode to .* megapixels; a teaching run may hold at most 0"):
+        teach(photos, tmp_path / "c", base=str(base), limits=TeachLimits(max_pixels=8 * 40 * 32 - 1))
+
+
+def test_unreadable_photos_are_skipped_and_listed_and_a_class_left_with_one_is_refused(base, tmp_path):
+    photos = _classes(per_class=3)
+    photos["class0"] += [("torn.jpg", _jpeg(7)[:300]), ("notes.jpg", b"not an image")]
+    taught = teach(photos, tmp_path / "ok", base=str(base))
+    assert taught.counts == {"class0": 3, "class1": 3}
+    assert [name for name, _ in taught.skipped] == ["class0/torn.jpg", "class0/notes.jpg"]
+    assert all(why.endswith(".") and "/" not in why for _, why in taught.skipped)
+    photos["class1"] = photos["class1"][:1] + [("empty.png", b"")]
+    with pytest.raises(TeachError, match=r"'class1' has 1 readable photo \(1 could not be read\); each class needs "
+                                         "at least 2"):
+        teach(photos, tmp_path / "refused", base=str(base))
+
+
+def test_a_photo_sent_in_two_classes_is_said_and_its_copy_left_out(base, tmp_path):
+    photos = _classes(per_class=3)
+    photos["class1"].append(("copy.jpg", photos["class0"][1]))
+    taught = teach(photos, tmp_path / "out", base=str(base))
+    assert taught.counts == {"class0": 3, "class1": 3}
+    assert taught.duplicates == ["class1/copy.jpg is the same photo as class0/photo 2; the copy in 'class1' was left "
+                                 "out."]
+
+
+def test_a_folder_that_holds_other_files_is_never_replaced(base, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "thesis.tex").write_text("keep me")
+    with pytest.raises(UsageError, match="already holds files that are not a model"):
+        teach(_classes(), out, base=str(base))
+    assert (out / "thesis.tex").read_text() == "keep me"
+    first = teach(_classes(), tmp_path / "model", base=str(base))
+    again = teach(_classes(), first.folder, base=str(base))  # an earlier model is replaced
+    assert again.folder == first.folder and (again.folder / "config.json").exists()
+
+
+def test_photos_from_folder_reads_class_folders_and_says_what_it_expected(tmp_path):
+    root = make_imagefolder(tmp_path / "p", per_class=2, classes=("b", "a"))
+    (root / ".cache").mkdir()
+    assert {k: len(v) for k, v in photos_from_folder(root).items()} == {"a": 2, "b": 2}
+    with pytest.raises(TeachError, match=r"expected .*/<class>/\*\.jpg"):
+        photos_from_folder(tmp_path / "p" / "a")
+
+
+# ---------------------------------------------------------------- real tier: the embedded model on scene photos
+
+SCENE_CLASSES = ("forest", "sea", "street")
+TRAIN_PER_CLASS, TEST_PER_CLASS = 10, 20
+
+
+@pytest.fixture(scope="module")
+def scenes_taught(tmp_path_factory):
+    from parkclf.images import image_files
+
+    if not (SCENES.exists() and (EMBEDDED / "onnx").exists()):
+        pytest.skip("real tier: the scene photos or the embedded model's onnx/ are missing")
+    photos = {c: image_files(SCENES / "train" / c)[:TRAIN_PER_CLASS] for c in SCENE_CLASSES}
+    taught = teach(photos, tmp_path_factory.mktemp("scenes") / "model")
+    test = [Path(f) for c in SCENE_CLASSES for f in image_files(SCENES / "test" / c)[:TEST_PER_CLASS]]
+    return taught, test
+
+
+@needs_shared
+def test_the_taught_embedded_model_gives_the_same_labels_in_the_app_and_in_transformers(scenes_taught):
+    """The app's engine (OpenVINO static int8, the activation ranges of the base export) against transformers'
+    pipeline (torch fp32 from model.safetensors) and ONNX Runtime's dynamic int8 (what the page runs)."""
+    from transformers import pipeline
+
+    from parkclf.classifier import Classifier
+
+    taught, test = scenes_taught
+    app = Classifier.from_pretrained(str(taught.folder))
+    dynamic = Classifier.from_pretrained(str(taught.folder), engine="onnx-int8")
+    pipe = pipeline("image-classification", model=str(taught.folder))
+    ours = [p.label for p in app.predict_batch([str(f) for f in test])]
+    theirs = [pipe(str(f), top_k=1)[0]["label"] for f in test]
+    page_graph = [p.label for p in dynamic.predict_batch([str(f) for f in test])]
+    agree = np.mean([a == b for a, b in zip(ours, theirs, strict=True)])
+    same_graph = np.mean([a == b for a, b in zip(ours, page_graph, strict=True)])
+    correct = np.mean([a == f.parent.name for a, f in zip(ours, test, strict=True)])
+    print(f"\n{len(test)} scene photos: app vs pipeline {agree:.3f}, app vs dynamic int8 {same_graph:.3f}, "
+          f"app accuracy {correct:.3f} (held-out estimate {taught.metrics['accuracy']:.3f})")
+    assert app.engine.name == "openvino-int8-static"
+    assert len(test) >= 30 and agree >= 0.98 and same_graph >= 0.98
+    assert correct >= 0.8
+
+
+@needs_shared
+@pytest.mark.browser
+def test_the_page_gives_the_taught_models_labels(scenes_taught, browser):
+    from parkclf.classifier import Classifier
+
+    pytest.importorskip("playwright")
+    if not (ROOT / "web" / "node_modules" / "@huggingface" / "transformers").exists():
+        pytest.skip("web/node_modules is missing: cd web && npm ci")
+    from test_web import OfflinePage, page_url, serve_offline
+
+    taught, test = scenes_taught
+    app = Classifier.from_pretrained(str(taught.folder))
+    with serve_offline(taught.folder, photos_dir=SCENES / "test") as server:
+        page = OfflinePage(browser, page_url(server))
+        try:
+            got = [page.page.evaluate("u => window.classify(u)", f"{server}photos/{f.parent.name}/{f.name}")
+                   for f in test]
+        finally:
+            page.close()
+    want = app.predict_batch([str(f) for f in test])
+    same = [g["label"] == w.label and g["abstained"] == w.abstained for g, w in zip(got, want, strict=True)]
+    print(f"\npage vs app on {len(test)} scene photos: {sum(same)}/{len(same)} agree")
+    assert np.mean(same) >= 0.98 and not page.blocked and not page.errors, (page.blocked, page.errors)
+
+
+def test_requirements_hold_what_teaching_imports():
+    """Teaching runs with requirements.txt alone: what it imports is listed there (not only in -train)."""
+    serving = (ROOT / "requirements.txt").read_text()
+    for package in ("safetensors", "threadpoolctl", "onnx", "openvino", "onnxruntime", "huggingface_hub"):
+        assert f"\n{package}==" in serving, package
+    assert "\nscikit-learn==" not in serving and "\ntorch==" not in serving
