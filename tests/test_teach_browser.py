@@ -29,6 +29,8 @@ def teach_in_the_page(page, url: str) -> str:
         page.locator(f"#teach_name_{i} textarea, #teach_name_{i} input").first.fill(scene)
         page.locator(f"#teach_photos_{i} input[type=file]").set_input_files(scene_photos("train", scene, 8))
         page.locator(f"#teach_photos_{i} a[href$='.jpg']").nth(7).wait_for(timeout=60_000)  # all 8 uploaded
+    page.locator("#teach_add").click()  # a fourth row, left empty: empty rows are left out
+    page.locator("#teach_name_3").wait_for(state="visible", timeout=30_000)
     page.locator("#teach_go").click()
     page.locator("#teach_summary").get_by_text("Held-out accuracy").wait_for(timeout=180_000)
     return page.locator("#teach_summary").inner_text()

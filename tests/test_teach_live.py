@@ -5,6 +5,7 @@ sentence and the server stays up; and the server that taught and tried never loa
 import io
 import os
 import threading
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -28,13 +29,23 @@ def server():
     srv.stop()
 
 
+class Timed(list):
+    """The event stream's messages, each with the moment it arrived."""
+
+    def append(self, msg: dict) -> None:
+        super().append({**msg, "arrived": time.monotonic()})
+
+    def at(self, kind: str) -> float:
+        return next(m["arrived"] for m in self if m.get("msg") == kind)
+
+
 class Page:
     """One visitor's session: the tab's events by the elem_id of their inputs, as the page sends them."""
 
     def __init__(self, url: str):
         self.raw, self.session = RawHTTP(url), uuid.uuid4().hex[:11]
         self.elem = {c["id"]: c.get("props", {}).get("elem_id") for c in self.raw.config["components"]}
-        self.messages: list[dict] = []
+        self.messages = Timed()
 
     def call(self, fn_name: str, values: dict) -> tuple[bool, object]:
         inputs = next(d["inputs"] for d in self.raw.config["dependencies"] if d.get("api_name") == fn_name)
@@ -102,6 +113,8 @@ def test_visitors_teaching_at_once_each_get_their_own_model(server, tmp_path):
     ok, message = carol.try_photo(jpeg("red", 99), tmp_path)
     assert not ok and "no taught model in this session" in message, message
     assert any(m.get("msg") == "progress" for m in alice.messages + bob.messages)  # the bar moved as photos were read
+    first, then = sorted((alice, bob), key=lambda p: p.messages.at("process_starts"))
+    assert then.messages.at("process_starts") >= first.messages.at("process_completed")  # one at a time: queued
 
 
 def zip_bytes(entries: dict) -> bytes:

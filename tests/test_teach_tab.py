@@ -19,7 +19,7 @@ import pytest
 from parkclf.app import teach as tab_module
 from parkclf.app.teach import Model, TaughtModels, TeachOptions, TeachTab, photos_from_rows
 from parkclf.classifier import Classifier
-from parkclf.teach import Taught
+from parkclf.teach import Taught, TeachLimits
 
 from conftest import COLOURS, EMBEDDED, ROOT, make_photo
 from hub_standin import RecordingHfApi, calls, fingerprint
@@ -140,11 +140,30 @@ def test_a_zip_bomb_is_refused_with_a_sentence(served, tmp_path):
         teach_all(small, "erin", zip_payload=bomb)
 
 
-def test_the_library_refusals_reach_the_page_as_its_sentence(tab, tmp_path):
-    names, files = rows(tmp_path, per_class=3, classes=("red",))
-    with pytest.raises(gr.Error) as e:
-        teach_all(tab, "frank", names=names, files=files)
-    assert "class" in e.value.message and "Traceback" not in e.value.message, e.value.message
+def test_the_library_refusals_reach_the_page_as_its_sentence(served, tab, tmp_path):
+    names, files = rows(tmp_path, per_class=3, classes=("red", "blue"))
+    capped = TeachTab(served, TeachOptions(limits=TeachLimits(max_per_class=2)))
+    for page, inputs, sentence in [
+        (tab, dict(names=["red", *[""] * 9], files=files[:1] + [None] * 9), "at least 2 classes; this has 1"),
+        (tab, dict(names=["red", "sea/sky", *names[2:]], files=files), "'sea/sky' cannot be a folder name"),
+        (tab, dict(names=names, files=[files[0][:1], *files[1:]]), "'red' has 1 readable photo"),
+        (capped, dict(names=names, files=files), "'red' has 3 photos; at most 2 per class"),
+    ]:
+        with pytest.raises(gr.Error) as e:
+            teach_all(page, "frank", **inputs)
+        assert sentence in e.value.message and str(tmp_path) not in e.value.message, e.value.message
+
+
+def test_unreadable_photos_and_copies_are_left_out_and_listed(tab, tmp_path):
+    names, files = rows(tmp_path, per_class=3, classes=("red", "blue"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a photo at all")
+    files[0].append(upload(broken))
+    files[1].append(files[0][0])  # red's first photo sent as blue too
+    summary, per_class, *_ = teach_all(tab, "gina", names=names, files=files)[0]
+    assert "Left out (2)" in summary and "red/broken.jpg" in summary, summary
+    assert "blue/red_0.jpg is the same photo as red/red_0.jpg" in summary, summary
+    assert [r[1] for r in per_class] == [3, 3] and str(tmp_path) not in summary
 
 
 def test_rows_left_empty_are_left_out_and_a_nameless_class_goes_to_the_library():
