@@ -96,9 +96,11 @@ def test_a_zip_of_class_folders_teaches_like_the_rows(tab, tmp_path):
             for p in photo_files(tmp_path / c, c, 4):
                 zf.write(p, f"my photos/{c}/{p.rsplit('/', 1)[-1]}")  # zipping a folder puts its name first
         zf.writestr("my photos/red/notes.txt", "not a photo")
+        zf.write(tmp_path / "red" / "red_0.jpg", "my photos/blue/copy.jpg")
     summary, per_class, *_ = teach_all(tab, "carol", zip_payload=upload(path))[0]
-    assert [r[0] for r in per_class] == ["Red", "Blue"] or [r[0] for r in per_class] == ["Blue", "Red"]
-    assert "Left out (1):** my photos/red/notes.txt: Not an image file" in summary, summary
+    assert sorted((r[0], r[1]) for r in per_class) == [("Blue", 4), ("Red", 4)]
+    assert "Left out (2):** my photos/red/notes.txt: Not an image file" in summary, summary
+    assert "blue/copy.jpg is the same photo as red/red_0.jpg" in summary, summary  # named by its entry
 
 
 def zip_of(path, entries: dict) -> dict:

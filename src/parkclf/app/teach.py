@@ -14,7 +14,6 @@ the visitor's token is handed to that one upload call and kept nowhere.
 from __future__ import annotations
 
 import contextvars
-import io
 import logging
 import re
 import shutil
@@ -133,8 +132,9 @@ def photos_from_rows(names: list[str | None], files: list[list | None]) -> dict[
     return photos
 
 
-def photos_from_zip(path: str, name: str, limits: many.ManyLimits) -> tuple[dict[str, list[io.BytesIO]], list]:
-    """One zip of ``<class>/`` folders (or ``<top>/<class>/``) -> ({class: photo bytes}, [(entry, why skipped)])."""
+def photos_from_zip(path: str, name: str, limits: many.ManyLimits) -> tuple[dict[str, list[tuple[str, bytes]]], list]:
+    """One zip of ``<class>/`` folders (or ``<top>/<class>/``) -> ({class: [(entry, photo bytes)]}, [(entry, why
+    skipped)]); teach() names each photo by its entry."""
     try:
         items = many.expand([path], [name], limits)
     except many.TooMuch as e:
@@ -151,15 +151,13 @@ def photos_from_zip(path: str, name: str, limits: many.ManyLimits) -> tuple[dict
     if loose:
         raise refuse(f"{name} has photos outside class folders ({loose[0]}); put each class's photos in a folder "
                      "named after the class, and zip those folders.")
-    photos: dict[str, list[io.BytesIO]] = {}
+    photos: dict[str, list[tuple[str, bytes]]] = {}
     skipped = []
     for item, p in zip(items, parts, strict=True):
         if item.error:
             skipped.append((item.entry, item.error))
-            continue
-        photo = io.BytesIO(item.source)
-        photo.name = item.entry  # what teach()'s messages call it
-        photos.setdefault(p[0], []).append(photo)
+        else:
+            photos.setdefault(p[0], []).append((item.entry, item.source))
     return photos, skipped
 
 

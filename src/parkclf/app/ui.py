@@ -14,8 +14,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from ..batch import prediction_row
 from ..classifier import Classifier, Prediction
+from ..tables import prediction_row
 from . import many, teach
 from .api import Endpoints, Limits, file_path, refuse
 from .feedback import FeedbackError, FeedbackStore, digest
