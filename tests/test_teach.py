@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -228,6 +229,7 @@ def test_photos_from_folder_reads_class_folders_and_says_what_it_expected(tmp_pa
 
 # ---------------------------------------------------------------- real tier: the embedded model on scene photos
 
+BASE = Path(os.environ.get("PARKCLF_TEACH_BASE", EMBEDDED))  # another checkpoint with onnx/ to teach from
 SCENE_CLASSES = ("forest", "sea", "street")
 TRAIN_PER_CLASS, TEST_PER_CLASS = 10, 20
 
@@ -236,21 +238,23 @@ TRAIN_PER_CLASS, TEST_PER_CLASS = 10, 20
 def scenes_taught(tmp_path_factory):
     from parkclf.images import image_files
 
-    if not (SCENES.exists() and (EMBEDDED / "onnx").exists()):
-        pytest.skip("real tier: the scene photos or the embedded model's onnx/ are missing")
+    if not (SCENES.exists() and (BASE / "onnx").exists()):
+        pytest.skip(f"real tier: the scene photos or {BASE}/onnx/ are missing")
     photos = {c: image_files(SCENES / "train" / c)[:TRAIN_PER_CLASS] for c in SCENE_CLASSES}
-    taught = teach(photos, tmp_path_factory.mktemp("scenes") / "model")
+    taught = teach(photos, tmp_path_factory.mktemp("scenes") / "model", base=str(BASE))
     test = [Path(f) for c in SCENE_CLASSES for f in image_files(SCENES / "test" / c)[:TEST_PER_CLASS]]
     return taught, test
 
 
 @needs_shared
 def test_the_taught_embedded_model_gives_the_same_labels_in_the_app_and_in_transformers(scenes_taught):
-    """The app's engine (OpenVINO static int8, the activation ranges of the base export) against transformers'
-    pipeline (torch fp32 from model.safetensors) and ONNX Runtime's dynamic int8 (what the page runs)."""
+    """The app's engine (OpenVINO static int8 on the base export's activation ranges, where it has them) against
+    transformers' pipeline (torch fp32 from model.safetensors) and ONNX Runtime's dynamic int8 (what the page runs).
+    Three well-separated scene classes: on all six, 147 of 150 photos agree with the pipeline (docs/results.md)."""
     from transformers import pipeline
 
     from parkclf.classifier import Classifier
+    from parkclf.engine import has_static_int8
 
     taught, test = scenes_taught
     app = Classifier.from_pretrained(str(taught.folder))
@@ -264,8 +268,9 @@ def test_the_taught_embedded_model_gives_the_same_labels_in_the_app_and_in_trans
     correct = np.mean([a == f.parent.name for a, f in zip(ours, test, strict=True)])
     print(f"\n{len(test)} scene photos: app vs pipeline {agree:.3f}, app vs dynamic int8 {same_graph:.3f}, "
           f"app accuracy {correct:.3f} (held-out estimate {taught.metrics['accuracy']:.3f})")
-    assert app.engine.name == "openvino-int8-static"
-    assert len(test) >= 30 and agree >= 0.98 and same_graph >= 0.98
+    assert app.engine.name == ("openvino-int8-static" if has_static_int8(BASE) else "onnxruntime-int8")
+    assert len(test) >= 30 and agree >= 0.98
+    assert same_graph >= 0.95  # static scales against dynamic ones: 59 of 60 here (the page itself is tested below)
     assert correct >= 0.8
 
 
