@@ -30,6 +30,7 @@ import gradio as gr
 from ..classifier import Classifier, Prediction
 from ..engine import EXPLAIN_FILES, ONNX_DIR
 from ..errors import UsageError
+from ..publish.card import CONFUSION_PNG
 from ..teach import Taught, TeachLimits, teach
 from . import many
 from .api import Endpoints, file_path, guarded, refuse
@@ -40,8 +41,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TeachOptions:
-    # what one visitor may send: a 2-core Space computes features for ~500 photos in about a minute
-    limits: TeachLimits = TeachLimits(max_per_class=100, max_total=500, max_pixels=1_500_000_000)
+    # what one visitor may send: each photo costs about 0.4 s of CPU on the embedded model (benchmarks/teach_tab.py),
+    # so 300 take a 2-core Space a minute or two, while the next visitor's teaching waits
+    limits: TeachLimits = TeachLimits(max_per_class=100, max_total=300, max_pixels=1_000_000_000)
     zip_limits: many.ManyLimits = many.ManyLimits(max_files=1000, zip_entries=2000, zip_bytes=300 * 2**20)
     models: int = 8  # taught models kept at once, all visitors together (the least recently taught goes first)
     max_age_s: float = 1800.0  # a taught model, its folder and its zip go this long after teaching
@@ -113,7 +115,7 @@ class TaughtModels:
 
 
 def slug(labels: list[str]) -> str:
-    """A folder and repo name from the class names: "Red rock", "sea" -> "red-rock-sea"."""
+    """A folder and repo name from the class names: "Red rock", "sea" -> "red-rock-sea-classifier"."""
     text = re.sub(r"[^a-z0-9]+", "-", "-".join(labels).lower()).strip("-")
     return (text[:60].rstrip("-") or "classifier") + "-classifier"
 
@@ -207,16 +209,6 @@ def per_class_rows(taught: Taught) -> list[list]:
              f"{per[label]['recall']:.0%}", f"{per[label]['f1']:.0%}"] for label in taught.labels]
 
 
-def confusion_png(model: Model) -> str:
-    """The held-out confusion matrix as a picture: the card's own, drawn by the card's function if it is missing."""
-    from ..publish.card import CONFUSION_PNG, save_confusion_png
-    from .ui import pretty
-
-    path = model.taught.folder / CONFUSION_PNG
-    if not path.exists():
-        path = model.home / CONFUSION_PNG
-        save_confusion_png(path, model.taught.metrics["confusion"], [pretty(n) for n in model.taught.labels])
-    return str(path)
 
 
 class TeachTab:
@@ -259,8 +251,8 @@ class TeachTab:
         self.store.put(session, model)
         logger.info("taught %d classes from %d photos in %.1fs", len(taught.labels), sum(taught.counts.values()),
                     time.perf_counter() - t0)
-        shown = (summary(taught, skipped, time.perf_counter() - t0), per_class_rows(taught), confusion_png(model),
-                 gr.update(visible=True))
+        shown = (summary(taught, skipped, time.perf_counter() - t0), per_class_rows(taught),
+                 str(taught.folder / CONFUSION_PNG), gr.update(visible=True))  # the card's picture
         yield *shown, gr.update(visible=False)
         model.zip_path = make_zip(model)
         yield *shown, gr.update(value=str(model.zip_path), visible=True)
@@ -277,9 +269,9 @@ class TeachTab:
         """(Label value, verdict, overlay update) for one photo, by this session's taught model."""
         from .ui import label_value, verdict  # ui builds this tab, so it is imported here, not at the top
 
-        model = self.model(session)
         if payload is None:
             return None, "", gr.update(value=None, visible=False)
+        model = self.model(session)
         if show_map and not any((model.taught.folder / ONNX_DIR / f).exists() for f in EXPLAIN_FILES.values()):
             raise refuse("This model has no explanation graph (the model it was taught from had none); untick the "
                          "overlay to try it.")
