@@ -177,7 +177,7 @@ def test_corrections_through_the_page_are_checked_capped_and_become_training_dat
     data = make_imagefolder(tmp_path / "data", per_class=10, classes=("sequoia", "yellowstone", "yosemite"))
     out = tmp_path / "out"
     train_main(["--data-dir", str(data), "--extra-dataset", str(feedback), "--model-name-or-path", str(tiny_vit),
-                "--output-dir", str(out), "--freeze-backbone", "--head-epochs", "2", "--bf16", "false",
+                "--output-dir", str(out), "--freeze-backbone", "--bf16", "false",
                 "--no-export-onnx"])
     counts = json.loads((out / "data_report.json").read_text())["counts"]
     assert sum(sum(c.values()) for c in counts.values()) == 32  # 30 photos + the two corrections

@@ -197,7 +197,7 @@ def train_on(data, extra, model, out):
     from parkclf.training import main as train_main
 
     train_main(["--data-dir", str(data), "--extra-dataset", str(extra), "--model-name-or-path", str(model),
-                "--output-dir", str(out), "--freeze-backbone", "--head-epochs", "2", "--bf16", "false",
+                "--output-dir", str(out), "--freeze-backbone", "--bf16", "false",
                 "--no-export-onnx"])
     return json.loads((out / "data_report.json").read_text())
 

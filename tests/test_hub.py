@@ -45,7 +45,7 @@ def test_push_to_hub_uploads_the_output_folder_once_and_never_prints_the_token(a
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     out = tmp_path / "out"
     main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
-          "--freeze-backbone", "--head-epochs", "3", "--bf16", "false", "--no-export-onnx", "--push-to-hub",
+          "--freeze-backbone", "--bf16", "false", "--no-export-onnx", "--push-to-hub",
           "--hub-model-id", "me/parks"])
     kinds = [c[0] for c in api.calls]
     assert kinds == ["create_repo", "upload_folder"]

@@ -10,7 +10,7 @@ from parkclf.export import STATIC_ROW
 from parkclf.training import main
 
 # --no-export-onnx: the export (half a minute even for the tiny ViT) is tested once, below, and in test_export.py
-FAST = ["--num-train-epochs", "2", "--head-epochs", "5", "--per-device-train-batch-size", "8", "--bf16", "false",
+FAST = ["--num-train-epochs", "2", "--per-device-train-batch-size", "8", "--bf16", "false",
         "--no-export-onnx"]
 
 
@@ -327,7 +327,7 @@ def test_cuda_bf16_training_gives_a_checkpoint_that_serves_on_cpu(tiny_vit, imag
     try:
         out = tmp_path / "out"
         main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
-              "--num-train-epochs", "2", "--head-epochs", "5", "--per-device-train-batch-size", "8"])
+              "--num-train-epochs", "2", "--per-device-train-batch-size", "8"])
     finally:
         finetune.SmoothedTrainer, head.head_features = real_trainer, real_features
     assert seen == {"device": "cuda:0", "bf16": True, "features_on": {"cuda:0"}}

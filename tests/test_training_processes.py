@@ -15,7 +15,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM
 
 def train_cmd(data, model, out, *extra):
     return [sys.executable, str(ROOT / "train.py"), "--data-dir", str(data), "--model-name-or-path", str(model),
-            "--output-dir", str(out), "--head-epochs", "3", "--per-device-train-batch-size", "4", "--bf16", "false",
+            "--output-dir", str(out), "--per-device-train-batch-size", "4", "--bf16", "false",
             "--early-stopping-patience", "100", "--no-export-onnx", *extra]
 
 

@@ -81,8 +81,6 @@ class TrainArguments:
         "help": "Peak learning rate of the top layer; lower layers get less (layer decay)."})
     layer_decay: float = field(default=0.75, metadata={
         "help": "Learning-rate factor per layer going down the backbone."})
-    head_epochs: int = field(default=60, metadata={"help": "Epochs of the head fit on cached features."})
-    head_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of the head fit."})
     weight_decay: float = field(default=0.05, metadata={"help": "AdamW weight decay."})
     label_smoothing: float = field(default=0.1, metadata={"help": "Label smoothing of the fine-tuning loss."})
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per process."})

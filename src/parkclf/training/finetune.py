@@ -21,6 +21,7 @@ from ..metrics import load_classification
 from ..processing import Preprocessor
 from .augment import dataset_transform
 from .config import ModelArguments, TrainArguments
+from .head import fit_head
 
 logger = logging.getLogger("parkclf.train")
 
@@ -150,15 +151,13 @@ def fine_tune(model, splits, pre: Preprocessor, labels: list[str], args: TrainAr
 
 
 def train_member(model, splits, pre: Preprocessor, labels: list[str], model_args: ModelArguments,
-                 args: TrainArguments, ckpt_dir: str, seed: int, head_dir: str):
+                 args: TrainArguments, ckpt_dir: str, seed: int):
     """Linear probe, then (unless --freeze-backbone) full fine-tuning; returns the best-validation model.
     Resumes from the newest complete checkpoint in ``ckpt_dir``."""
-    from .head import fit_head
-
     set_seed(seed)
     last = last_complete_checkpoint(ckpt_dir)
     if last is None:
-        fit_head(model, splits, pre, args, head_dir)
+        fit_head(model, splits, pre)
     else:
         # The Trainer restores optimizer, scheduler and step, but its raw state-dict load does not map
         # transformers 5's renamed ViT keys and silently keeps the fresh weights: load them here.

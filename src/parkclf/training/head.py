@@ -1,7 +1,10 @@
-"""The linear probe of LP-FT: the model's own ``classifier`` fitted on cached backbone features.
+"""The linear probe of LP-FT: the model's own ``classifier`` set to a linear head fitted on its backbone's features.
 
 Kumar et al. 2022 ("Fine-Tuning can Distort Pretrained Features"): fitting the head first means the first full
 fine-tuning steps do not tear up pretrained features with a random head. It is also all of ``--freeze-backbone``.
+The fit is :func:`parkclf.head.fit_head`, the one ``parkclf teach`` uses (multinomial logistic regression, its L2
+strength by 5-fold cross-validation): on scene photos it beat the Trainer's 60-epoch AdamW head this replaced at
+every size tried (docs/results.md).
 """
 
 from __future__ import annotations
@@ -10,45 +13,31 @@ import logging
 
 import numpy as np
 import torch
-from torch import nn
 
+from ..errors import UsageError
+from ..head import fit_head as fit_linear
 from ..processing import Preprocessor
-from .config import TrainArguments
 from .features import compute_device, head_features
-from .finetune import trainer_args
 
 logger = logging.getLogger("parkclf.train")
 
 
-class HeadOnFeatures(nn.Module):
-    """Wraps the model's own ``classifier`` so the Trainer fits it on cached features."""
-
-    def __init__(self, classifier: nn.Linear):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, features, labels=None):
-        logits = self.classifier(features)
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return {"loss": loss, "logits": logits}
-
-
-def fit_head(model, splits, pre: Preprocessor, args: TrainArguments, workdir: str) -> float:
-    """Fit ``model.classifier`` on the train split's cached features; returns its validation accuracy."""
-    from datasets import Dataset
-    from transformers import Trainer
-
+def fit_head(model, splits, pre: Preprocessor) -> float:
+    """Set ``model.classifier`` to the head fitted on the train split's features; returns its validation accuracy."""
     model.to(compute_device())  # the backbone's features are computed on the GPU, if any, not on its host CPU
-    feats = {s: head_features(model, splits[s], pre) for s in ("train", "validation")}
-    train = Dataset.from_dict({"features": feats["train"].numpy(), "labels": splits["train"]["label"]})
-    head = HeadOnFeatures(model.classifier)
-    trainer = Trainer(model=head, train_dataset=train.with_format("torch"), args=trainer_args(
-        args, workdir, num_train_epochs=args.head_epochs, learning_rate=args.head_learning_rate,
-        per_device_train_batch_size=128, weight_decay=args.weight_decay, lr_scheduler_type="cosine",
-        save_strategy="no", eval_strategy="no", logging_steps=50, bf16=False))
-    trainer.train()
-    with torch.no_grad():  # the head stays where the Trainer put it, beside the backbone; features are on the CPU
-        predicted = head.classifier(feats["validation"].to(head.classifier.weight.device)).argmax(-1).cpu().numpy()
+    feats = {s: head_features(model, splits[s], pre).numpy() for s in ("train", "validation")}
+    y = np.asarray(splits["train"]["label"])
+    names = splits["train"].features["label"].names
+    counts = np.bincount(y, minlength=len(names))
+    if counts.min() < 2:
+        raise UsageError(f"The class {names[int(counts.argmin())]!r} has {counts.min()} training photo(s) after the "
+                         "validation and test splits; each class needs at least 2. Add photos to it.")
+    fit = fit_linear(feats["train"], y, len(names))
+    with torch.no_grad():
+        model.classifier.weight.copy_(torch.from_numpy(fit.weight))
+        model.classifier.bias.copy_(torch.from_numpy(fit.bias))
+    predicted = (feats["validation"] @ fit.weight.T + fit.bias).argmax(-1)
     acc = float((predicted == np.asarray(splits["validation"]["label"])).mean())
-    logger.info("head fitted on cached features: validation accuracy %.3f", acc)
+    logger.info("head fitted on the backbone's features (C = %s by %d-fold cross-validation): validation accuracy "
+                "%.3f", fit.C, fit.folds, acc)
     return acc

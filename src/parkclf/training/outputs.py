@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from ..errors import UsageError
@@ -64,7 +63,6 @@ def save(out: Path, model, processor, metrics: dict, report: dict, data_args: Da
     except OSError as e:  # disk full or folder removed mid-run: say so; the checkpoints stay for a rerun
         raise UsageError(f"Could not write the model to {out} ({e.strerror or e}); free some space or choose "
                          "another --output-dir, then rerun the same command (it resumes).") from None
-    shutil.rmtree(out / "head", ignore_errors=True)
     if args.push_to_hub:
         from ..publish import hub
 

@@ -70,7 +70,7 @@ def trained_members(model, members_splits: list, seeds: list[int], pre: Preproce
     """Train (or reuse) each member; a single model is a soup of one, kept outside soup/."""
     if len(seeds) == 1:
         return [(train_member(model, members_splits[0], pre, labels, model_args, args, str(out / "checkpoints"),
-                              seeds[0], str(out / "head")), members_splits[0])]
+                              seeds[0]), members_splits[0])]
     members = []
     for i, (seed, splits) in enumerate(zip(seeds, members_splits, strict=True)):
         folder = out / "soup" / f"member-{i}"
@@ -81,7 +81,7 @@ def trained_members(model, members_splits: list, seeds: list[int], pre: Preproce
         set_seed(seed)
         base = model if i == 0 else load_model(model_args, labels)[0]
         member = train_member(base, splits, pre, labels, model_args, args, str(out / "checkpoints" / f"member-{i}"),
-                              seed, str(out / "head"))
+                              seed)
         if is_main:
             member.save_pretrained(folder)
         members.append((member, splits))
