@@ -75,3 +75,19 @@ def test_teach_tab_benchmark_smoke():
     run = json.loads((ROOT / "benchmarks" / "results" / "teach_tab-smoke.json").read_text())["runs"]
     (figures,) = run.values()
     assert 0 < figures["ready_s"] <= figures["first_try_s"] and figures["ready_s"] <= figures["zip_s"], figures
+
+
+@pytest.mark.skipif(not (EMBEDDED / "onnx").exists(), reason="the embedded model's onnx/ is missing")
+def test_teach_benchmark_smoke():
+    from conftest import SCENES
+
+    if not SCENES.exists():
+        pytest.skip(f"real photos: {SCENES} is not present")
+    r = subprocess.run([sys.executable, "benchmarks/teach.py", "--smoke"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| (b) teach / predict on the same 24 photos" in r.stdout
+    result = json.loads((ROOT / "benchmarks" / "results" / "teach-smoke.json").read_text())
+    assert 0 <= result["quality"][0]["test_accuracy"] <= 1 and result["quality"][0]["test_photos"] == 24
+    assert result["speed"]["ratio"] > 0 and len(result["speed"]["teach_s"]) == 1
+    assert result["memory"]["peak_mb"] >= result["memory"]["idle_mb"] > 0 and result["memory"]["photos"] == 12

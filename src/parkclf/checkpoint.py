@@ -7,7 +7,8 @@ The base checkpoint's files, with only the classifier changed, and no torch:
 - ``preprocessor_config.json``: the base's, as it is;
 - ``onnx/``: each graph with the new classifier (:mod:`parkclf.graphs`); ``activation_ranges.json`` as it is, since
   every range it holds is of a tensor before the classifier, which the swap leaves alone;
-- ``README.md``: the model card (:func:`parkclf.publish.card.write_taught`).
+- ``README.md``: the model card (:func:`parkclf.publish.card.write_taught`), and ``taught.json``: the held-out
+  figures, the photos per class and the base, as the card shows them.
 
 The folder is written beside ``output_dir`` and moved into place at the end, so a failed run leaves no half model.
 """
@@ -119,6 +120,7 @@ def write(base: Path, out: Path, *, labels: list[str], weight: np.ndarray, bias:
         write_weights(base, tmp, weight, bias, n_base)
         write_config(base, tmp, labels, calib)
         exported = write_graphs(base, tmp, weight, bias, base_name)
+        (tmp / "taught.json").write_text(json.dumps({"base_model": base_name, "counts": counts, **metrics}, indent=1))
         card.write_taught(tmp, labels=labels, metrics=metrics, counts=counts, base_name=base_name,
                           base_model=base_model, export=exported, repo_id=str(out))
         check_output_dir(out)  # again: another run may have written there meanwhile
