@@ -22,7 +22,7 @@ def scene_photos(split: str, scene: str, n: int) -> list[str]:
 
 
 def teach_in_the_page(page, url: str) -> str:
-    """Open the tab, fill three class rows, press Teach; the summary once the model can be tried."""
+    """Open the tab, fill three class rows, see them read, press Teach; the summary once the model can be tried."""
     page.goto(url, wait_until="domcontentloaded")
     page.get_by_role("tab", name="Teach it").click()
     for i, scene in enumerate(CLASSES):
@@ -31,6 +31,8 @@ def teach_in_the_page(page, url: str) -> str:
         page.locator(f"#teach_photos_{i} a[href$='.jpg']").nth(7).wait_for(timeout=60_000)  # all 8 uploaded
     page.locator("#teach_add").click()  # a fourth row, left empty: empty rows are left out
     page.locator("#teach_name_3").wait_for(state="visible", timeout=30_000)
+    for i in range(len(CLASSES)):  # each row's photos went through the backbone as they were dropped
+        page.locator(f"#teach_read_{i}").get_by_text("8 photos read").wait_for(timeout=120_000)
     page.locator("#teach_go").click()
     page.locator("#teach_summary").get_by_text("Held-out accuracy").wait_for(timeout=180_000)
     return page.locator("#teach_summary").inner_text()

@@ -103,6 +103,43 @@ def test_a_zip_of_class_folders_teaches_like_the_rows(tab, tmp_path):
     assert "blue/copy.jpg is the same photo as red/red_0.jpg" in summary, summary  # named by its entry
 
 
+def test_photos_are_read_as_they_are_dropped_and_teach_then_only_fits(tab, tmp_path, monkeypatch):
+    """Each class row's photos go through the backbone when dropped; Teach reuses those features for the session
+    that dropped them (the same model as from scratch), and another session reads its own."""
+    names, files = rows(tmp_path)
+    real, computed = tab.base.engine.features, []
+    monkeypatch.setattr(tab.base.engine, "features", lambda pv: computed.append(len(pv)) or real(pv))
+    assert [tab.read(f, "alice") for f in files[:3]] == ["8 photos read"] * 3 and sum(computed) == 24
+    assert tab.read(files[0] + [files[1][0]], "alice") == "9 photos read" and sum(computed) == 24  # none again
+    alice = teach_all(tab, "alice", names=names, files=files)[0]
+    assert sum(computed) == 24, computed  # Teach computed no features
+    bob = teach_all(tab, "bob", names=names, files=files)[0]  # the same photos, nothing read for bob yet
+    assert sum(computed) == 48, computed
+    assert alice[1] == bob[1] and "Taught 3 classes from 24 photos" in alice[0]  # the same held-out figures
+
+    capped = TeachTab(tab.base, TeachOptions(limits=TeachLimits(max_total=5)))
+    assert capped.read(files[0], "carol") == "5 of 8 photos read"  # a session's features stop at the total cap
+    assert capped.read(files[1], "carol") == "0 of 8 photos read" and sum(computed) == 53
+    assert capped.read(upload(tmp_path / "missing.jpg"), "carol") == ""  # nothing refused while reading
+
+
+def test_a_dropped_zip_is_read_too_and_a_bad_one_is_left_to_teach(tab, tmp_path):
+    entries = {f"{c}/{i}.jpg": jpeg(c, i) for c in ("red", "blue") for i in range(3)}
+    assert tab.read(zip_of(tmp_path / "ok.zip", entries), "dora") == "6 photos read"
+    assert tab.read(zip_of(tmp_path / "climb.zip", {"../a.jpg": jpeg()}), "dora") == ""
+
+
+def test_session_features_are_dropped_past_the_count_and_after_their_time():
+    store = tab_module.SessionFeatures(sessions=2, max_age_s=1.0)
+    store.get("a")["x"] = 1
+    store.get("b")["y"] = 2
+    assert store.get("a") == {"x": 1}  # used again: b is now the least recently used
+    store.get("c")
+    assert len(store) == 2 and store.get("b") == {} and "x" not in store.get("c")
+    time.sleep(1.2)
+    assert store.get("a") == {}
+
+
 def zip_of(path, entries: dict) -> dict:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in entries.items():

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +103,10 @@ class Photo:
     label: int  # position of its class in the labels
     name: str  # what the messages call it: class/file name
     source: ImageSource
+    key: str | None = None  # sha256 of its bytes: spots a copy, and finds its features in a cache
+
+
+Features = MutableMapping[str, np.ndarray]  # photo sha256 -> its feature row, for one base model
 
 
 def check_names(names: Sequence[str], limits: TeachLimits) -> list[str]:
@@ -180,7 +184,7 @@ def collect(photos: Mapping[str, Sequence[ImageSource | tuple[str, ImageSource]]
                 continue
             if key:
                 first[key] = name
-            kept.append(Photo(c, name, source))
+            kept.append(Photo(c, name, source, key))
     return kept, duplicates
 
 
@@ -203,26 +207,60 @@ def price(kept: list[Photo], draft: int, limits: TeachLimits) -> list[tuple[str,
     return skipped
 
 
-def features(clf: Classifier, kept: list[Photo],
-             progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
-    """(features, class of each, (name, why) for photos that could not be decoded), through the serving engine."""
+def features(clf: Classifier, kept: list[Photo], progress: Callable[[int, int], None] | None,
+             cache: Features | None = None) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """(features, class of each, (name, why) for photos that could not be decoded), through the serving engine.
+    Photos whose features ``cache`` holds are not decoded again; the new ones are added to it."""
     if not hasattr(clf.engine, "features"):
         raise TeachError(f"{clf.folder} has no onnx/ export to compute features with; teach from a checkpoint "
                          "with onnx/ (run `parkclf export` on it once).")
-    batches = [kept[i:i + BATCH] for i in range(0, len(kept), BATCH)]
-    rows, labels, skipped, done = [], [], [], 0
-    decoded = decoded_batches(([p.source for p in b] for b in batches), clf.preprocessor, min(4, cpu_threads()))
+    cache = {} if cache is None else cache
+    found = {i: cache[p.key] for i, p in enumerate(kept) if p.key in cache}
+    todo = [i for i in range(len(kept)) if i not in found]
+    batches = [todo[j:j + BATCH] for j in range(0, len(todo), BATCH)]
+    skipped, done = [], len(found)
+    if progress and done:
+        progress(done, len(kept))
+    decoded = decoded_batches(([kept[i].source for i in b] for b in batches), clf.preprocessor, min(4, cpu_threads()))
     for batch, pixels in zip(batches, decoded, strict=True):
-        ok = [(p, px) for p, (px, _) in zip(batch, pixels, strict=True) if px is not None]
-        skipped += [(p.name, why) for p, (px, why) in zip(batch, pixels, strict=True) if px is None]
+        ok = [(i, px) for i, (px, _) in zip(batch, pixels, strict=True) if px is not None]
+        skipped += [(kept[i].name, why) for i, (px, why) in zip(batch, pixels, strict=True) if px is None]
         if ok:
-            rows.append(clf.engine.features(np.stack([px for _, px in ok])))
-            labels += [p.label for p, _ in ok]
+            for (i, _), row in zip(ok, clf.engine.features(np.stack([px for _, px in ok])), strict=True):
+                found[i] = row
+                if kept[i].key is not None:
+                    cache[kept[i].key] = row
         done += len(batch)
         if progress:
             progress(done, len(kept))
-    width = rows[0].shape[1] if rows else 0
-    return (np.concatenate(rows) if rows else np.zeros((0, width), np.float32)), np.asarray(labels, np.int64), skipped
+    order = sorted(found)
+    x = np.stack([found[i] for i in order]) if order else np.zeros((0, 0), np.float32)
+    return x, np.asarray([kept[i].label for i in order], np.int64), skipped
+
+
+def precompute(photos: Sequence[ImageSource | tuple[str, ImageSource]], cache: Features, *,
+               base: str | os.PathLike | Classifier | None = None, limits: TeachLimits = TeachLimits(),
+               progress: Callable[[int, int], None] | None = None) -> int:
+    """Compute the features of ``photos`` into ``cache`` ahead of :func:`teach` with the same cache and base (the
+    app does this as photos are dropped, so that Teach only fits). Returns how many of ``photos`` the cache holds.
+
+    Nothing is refused here: a photo that cannot be read is left out, and :func:`teach` says why. The cache grows
+    to at most ``limits.max_total`` photos, and a call past the pixel budget computes nothing."""
+    kept = []
+    for i, item in enumerate(photos):
+        given, source = item if isinstance(item, tuple) else (None, item)
+        data = _content(source)
+        if data:
+            kept.append(Photo(0, given or _name(source, "", i), source, hashlib.sha256(data).hexdigest()))
+    todo = list({p.key: p for p in kept if p.key not in cache}.values())[:max(0, limits.max_total - len(cache))]
+    if todo:
+        clf = base_classifier(base)
+        try:
+            price(todo, draft_size(clf.preprocessor), limits)
+        except TeachError:
+            return sum(p.key in cache for p in kept)
+        features(clf, todo, progress, cache)
+    return sum(p.key in cache for p in kept)
 
 
 def check_counts(y: np.ndarray, labels: list[str], skipped: list[tuple[str, str]], limits: TeachLimits) -> None:
@@ -270,12 +308,14 @@ def write_checkpoint(clf: Classifier, base, out: Path, labels: list[str], fit, c
 
 def teach(photos: Mapping[str, Sequence[ImageSource | tuple[str, ImageSource]]], output_dir: str | os.PathLike, *,
           base: str | os.PathLike | Classifier | None = None, limits: TeachLimits = TeachLimits(),
-          progress: Callable[[int, int], None] | None = None) -> Taught:
+          progress: Callable[[int, int], None] | None = None, cache: Features | None = None) -> Taught:
     """Teach a new classifier on ``photos`` ({class name: photos}, in label order) and write it to ``output_dir``.
 
     ``base``: a checkpoint folder or Hub id with ``onnx/`` whose backbone is reused (default: the embedded model),
     or a loaded :class:`~parkclf.classifier.Classifier` (the app's own: its compiled engine is reused).
     ``progress(done, total)`` is called after each batch of photos has been through the backbone.
+    ``cache``: {photo sha256: features} kept for this base by earlier runs or :func:`precompute`; photos found there
+    are not computed again, and the new ones are added.
     """
     from .checkpoint import check_output_dir
 
@@ -285,7 +325,7 @@ def teach(photos: Mapping[str, Sequence[ImageSource | tuple[str, ImageSource]]],
     kept, duplicates = collect(photos, labels, limits)
     clf = base_classifier(base)
     skipped = price(kept, draft_size(clf.preprocessor), limits)
-    x, y, unreadable = features(clf, kept, progress)
+    x, y, unreadable = features(clf, kept, progress, cache)
     skipped += unreadable
     check_counts(y, labels, skipped, limits)
     fit = fit_head(x, y, len(labels))

@@ -31,7 +31,7 @@ from ..classifier import Classifier, Prediction
 from ..engine import EXPLAIN_FILES, ONNX_DIR
 from ..errors import UsageError
 from ..publish.card import CONFUSION_PNG
-from ..teach import Taught, TeachLimits, teach
+from ..teach import Features, Taught, TeachLimits, precompute, teach
 from . import many
 from .api import Endpoints, file_path, guarded, refuse
 from .serve import load
@@ -163,6 +163,32 @@ def photos_from_zip(path: str, name: str, limits: many.ManyLimits) -> tuple[dict
     return photos, skipped
 
 
+class SessionFeatures:
+    """Each session's photo features ({sha256: row}), computed as its photos are dropped, so that Teach only fits.
+    Keyed by Gradio's session hash: one visitor's never reach another's teaching. At most ``sessions`` are kept (the
+    least recently used goes) and none unused for longer than ``max_age_s``."""
+
+    def __init__(self, *, sessions: int = 32, max_age_s: float = 1800.0):
+        self.sessions, self.max_age_s = sessions, max_age_s
+        self._by_session: dict[str, tuple[float, Features]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session: str) -> Features:
+        with self._lock:
+            now = time.monotonic()
+            for key, (used, _) in list(self._by_session.items()):
+                if now - used > self.max_age_s:
+                    del self._by_session[key]
+            features = self._by_session.pop(session, (now, {}))[1]
+            self._by_session[session] = (now, features)  # the most recently used last
+            while len(self._by_session) > self.sessions:
+                del self._by_session[next(iter(self._by_session))]
+            return features
+
+    def __len__(self) -> int:
+        return len(self._by_session)
+
+
 def make_zip(model: Model) -> Path:
     """The checkpoint folder as a zip whose one top folder is the checkpoint (unzip, then MODEL_ID=that folder)."""
     folder = model.taught.folder
@@ -218,6 +244,7 @@ class TeachTab:
         self.options = options or TeachOptions()
         self.base = self.options.base or classifier  # the served model: teaching reuses its compiled engine
         self.store = TaughtModels(models=self.options.models, max_age_s=self.options.max_age_s)
+        self.features = SessionFeatures(max_age_s=self.options.max_age_s)
 
     def gather(self, zip_payload, names: list, files: list) -> tuple[dict, list]:
         """({class: photos}, [(name, why skipped)]) from either the class rows or one zip."""
@@ -230,6 +257,27 @@ class TeachTab:
         name = (zip_payload.get("orig_name") if isinstance(zip_payload, dict) else None) or Path(path).name
         return photos_from_zip(path, name, self.options.zip_limits)
 
+    def read(self, payload, session: str, progress=None) -> str:
+        """Compute the features of one class row's photos (or of a zip's) as they are dropped, for this session's
+        Teach: the line shown under them. Nothing is refused here; Teach says what is wrong."""
+        try:
+            if payload is None or payload == []:
+                return ""
+            if isinstance(payload, list):
+                photos = [file_path(p) for p in payload]
+            else:
+                name = (payload.get("orig_name") if isinstance(payload, dict) else None) or "the zip"
+                classes, _ = photos_from_zip(file_path(payload), name, self.options.zip_limits)
+                photos = [photo for entries in classes.values() for photo in entries]
+            ready = precompute(photos, self.features.get(session), base=self.base, limits=self.options.limits,
+                               progress=progress_reporter(progress) if progress is not None else None)
+        except gr.Error:
+            return ""
+        except Exception:
+            logger.exception("reading dropped photos failed")
+            return ""
+        return f"{ready} of {len(photos)} photos read" if ready < len(photos) else f"{ready} photos read"
+
     def run(self, zip_payload, names: list, files: list, session: str, progress=None):
         """Teach, keep the model for ``session``, and yield (summary, per-class rows, confusion picture, the
         after-teaching section, the download button): once the model can be tried, once more with its zip."""
@@ -238,7 +286,8 @@ class TeachTab:
         home = self.store.home()
         try:
             taught = teach(photos, home / slug(list(photos)), base=self.base, limits=self.options.limits,
-                           progress=progress_reporter(progress) if progress is not None else None)
+                           progress=progress_reporter(progress) if progress is not None else None,
+                           cache=self.features.get(session))
             classifier = load(str(taught.folder))
         except UsageError as e:  # TeachError and what load refuses: the visitor's input, said in one sentence
             shutil.rmtree(home, ignore_errors=True)
@@ -315,15 +364,16 @@ class TeachTab:
         o, lim = self.options, self.options.limits
         gr.Markdown(f"Teach it your own classes: name {lim.min_classes} to {lim.max_classes} classes and drop "
                     f"photos of each (at least {lim.min_photos}; 8 or more works better, up to {lim.max_per_class}), "
-                    "or send one zip with a folder per class. The model you see on the first tab reads each photo, "
-                    "a new last layer is fitted on them, and in seconds you can try it, download it, or push it "
-                    "to your Hugging Face account. Your photos and model stay in your session.")
+                    "or send one zip with a folder per class. The model you see on the first tab reads each photo as "
+                    "you drop it; Teach fits a new last layer on them, and in seconds you can try it, download it, "
+                    "or push it to your Hugging Face account. Your photos and model stay in your session.")
         with gr.Row():
             with gr.Column(scale=3):
-                names, files = self._class_rows(o.rows)
+                names, files, reads = self._class_rows(o.rows)
             with gr.Column(scale=2):
                 zip_file = gr.File(file_types=[".zip"], label="Or one zip of class folders (<class>/*.jpg)",
                                    elem_id="teach_zip", height=120)
+                zip_read = gr.Markdown(elem_id="teach_zip_read")
                 go = gr.Button("Teach", variant="primary", elem_id="teach_go")
         result = gr.Markdown(elem_id="teach_summary")
         with gr.Row():
@@ -340,18 +390,28 @@ class TeachTab:
             yield from self.run(data[zip_file], [data[n] for n in names], [data[f] for f in files],
                                   request.session_hash, progress)
 
-        # one at a time: two runs would only share the two cores; the rest wait in the queue, each for its session
+        def read_photos(payload, request: gr.Request, progress=gr.Progress()):  # noqa: B008 - Gradio's way
+            return self.read(payload, request.session_hash, progress)
+
+        # one at a time: two runs would only share the two cores; the rest wait in the queue, each for its session.
+        # Photos are read as they are dropped (the same queue), so that Teach then only fits.
+        for i, (photos, read) in enumerate([*zip(files, reads, strict=True), (zip_file, zip_read)]):
+            photos.upload(read_photos, photos, read, api_name=f"teach_read_{i}", api_visibility="private",
+                          preprocess=False, concurrency_limit=1, concurrency_id="teach", show_progress="minimal")
+            photos.clear(lambda: "", None, read, api_visibility="private", queue=False)
         go.click(teach_photos, {zip_file, *names, *files}, [result, table, confusion, after, download],
                  api_visibility="private", preprocess=False, concurrency_limit=1, concurrency_id="teach")
 
-    def _class_rows(self, n: int) -> tuple[list, list]:
-        names, files, rows = [], [], []
+    def _class_rows(self, n: int) -> tuple[list, list, list]:
+        names, files, reads, rows = [], [], [], []
         for i in range(n):
             with gr.Row(visible=i < 3, equal_height=True) as row:
                 names.append(gr.Textbox(label=f"Class {i + 1}", placeholder="its name, e.g. beach", scale=1,
                                         elem_id=f"teach_name_{i}"))
-                files.append(gr.File(file_count="multiple", file_types=["image"], label="Photos", height=120,
-                                     scale=3, elem_id=f"teach_photos_{i}"))
+                with gr.Column(scale=3):
+                    files.append(gr.File(file_count="multiple", file_types=["image"], label="Photos", height=120,
+                                         elem_id=f"teach_photos_{i}"))
+                    reads.append(gr.Markdown(elem_id=f"teach_read_{i}"))
             rows.append(row)
         shown = gr.State(3)
         more = gr.Button("Add a class", size="sm", elem_id="teach_add")
@@ -361,7 +421,7 @@ class TeachTab:
             return k, *[gr.Row(visible=i < k) for i in range(n)], gr.Button(visible=k < n)
 
         more.click(add_class, shown, [shown, *rows, more], api_visibility="private", queue=False)
-        return names, files
+        return names, files, reads
 
     def _try_it(self) -> None:
         gr.Markdown("### Try it")
