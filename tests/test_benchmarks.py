@@ -93,3 +93,15 @@ def test_teach_benchmark_smoke():
     assert 0 <= result["quality"][0]["test_accuracy"] <= 1 and result["quality"][0]["test_photos"] == 24
     assert result["speed"]["ratio"] > 0 and len(result["speed"]["teach_s"]) == 1
     assert result["memory"]["peak_mb"] >= result["memory"]["idle_mb"] > 0 and result["memory"]["photos"] == 12
+
+
+@pytest.mark.skipif(not EMBEDDED.exists() or not has_static_int8(EMBEDDED), reason="needs the embedded export")
+def test_engines_benchmark_smoke():
+    r = subprocess.run([sys.executable, "benchmarks/engines.py", "--smoke"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| engine | ms a photo, best | every round |" in r.stdout
+    result = json.loads((ROOT / "benchmarks" / "results" / "engines-smoke.json").read_text())
+    assert set(result["ms_per_photo"]) == {"openvino-int8-static", "onnxruntime-int8",
+                                           "torch-" + ("bfloat16" if result["machine"]["bf16"] else "float32")}
+    assert all(len(v) == 1 and v[0] > 0 for v in result["ms_per_photo"].values())
