@@ -42,8 +42,9 @@ def store_fp16(folder: Path) -> None:
 
 
 def save(out: Path, model, processor, metrics: dict, report: dict, data_args: DataArguments, args: TrainArguments,
-         photos: list[str]) -> dict | None:
-    """Write the folder; returns the ONNX export's validation report (None with --no-export-onnx)."""
+         photos: list[str], truth: list[str]) -> dict | None:
+    """Write the folder; returns the ONNX export's validation report (None with --no-export-onnx). ``photos`` and
+    their classes ``truth`` are what the export's graphs are checked on."""
     from ..publish import card
 
     try:
@@ -55,7 +56,7 @@ def save(out: Path, model, processor, metrics: dict, report: dict, data_args: Da
         if args.export_onnx:
             from ..export import export
 
-            exported = export(out, photos=photos, model=model)
+            exported = export(out, photos=photos, labels=truth, model=model)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         card.write(out, metrics=metrics, report=report, base_model=metrics["base_model"], title=model.config.title,
                    dataset=data_args.dataset, license=args.license, hub_model_id=args.hub_model_id,
@@ -81,8 +82,11 @@ def summary(out: Path, metrics: dict, exported: dict | None, args: TrainArgument
                      + (f"; out-of-scope AUROC {a['auroc']:.3f}" if a.get("auroc") is not None else ""))
     if exported:
         served = "model_quantized.onnx" if "model_quantized.onnx" in exported["graphs"] else "model.onnx"
+        row = exported["graphs"][served]
         lines.append(f"  onnx/: {', '.join(exported['files'])}; {served} (what the app serves) agrees with torch on "
-                     f"{exported['graphs'][served]['top1_agreement']:.1%} of {exported['n_photos']} held-out photos")
+                     f"{row['top1_agreement']:.1%} of {exported['n_photos']} held-out photos"
+                     + (f", accuracy {row['accuracy']:.3f} against fp32's {row['fp32_accuracy']:.3f}"
+                        if "accuracy" in row else ""))
     if args.push_to_hub:
         lines.append(f"  pushed to https://huggingface.co/{args.hub_model_id}")
     return "\n".join(lines)

@@ -145,7 +145,8 @@ def run(data_args: DataArguments, model_args: ModelArguments, args: TrainArgumen
     metrics = evaluate(model, splits, pre, labels, calib, val, model_args, args, source)
     # the export is checked on photos the model never trained on: the test and validation splits
     photos = [im.get("path") or im.get("bytes") for s in ("test", "validation") for im in splits[s]["image"]]
-    exported = outputs.save(out, model, processor, metrics, report, data_args, args, photos)
+    truth = [labels[y] for s in ("test", "validation") for y in splits[s]["label"]]
+    exported = outputs.save(out, model, processor, metrics, report, data_args, args, photos, truth)
     logger.info("%s", outputs.summary(out, metrics, exported, args))
     state.wait_for_everyone()
     return metrics
