@@ -147,6 +147,18 @@ def report(paths: list[str], parks: Path, baseline: list[str] | None, scenes: li
     return res
 
 
+def card_figures(row: dict, what: str) -> dict:
+    """The generic figures of a candidate's report row (closest class, other-parks AUROC, answered, street and
+    buildings abstained), each with its 95% interval."""
+    heldout = row["all_heldout"]
+    n = heldout["park_photos"]
+    return {"what": what, "photos": n, "sources": heldout["sources"], "out_of_scope_photos": heldout["other_parks"],
+            "accuracy": heldout["closest_park"], "accuracy_ci": heldout["closest_park_ci"],
+            "auroc": heldout["other_auroc"], "auroc_ci": heldout["other_auroc_ci"],
+            "answered": heldout["answered"], "answered_ci": _wilson(round(heldout["answered"] * n), n),
+            "everyday_abstained": {k.removesuffix("_abstained"): v for k, v in row.items() if k.endswith("_abstained")}}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -161,11 +173,18 @@ def main(argv=None) -> dict:
     r.add_argument("--baseline", nargs="*", help="tables of another model on the same photos (the embedded one)")
     r.add_argument("--scenes", nargs="*", help="tables of scene photos (street, buildings) for the abstained rate")
     r.add_argument("--json-out", type=Path)
+    c = sub.add_parser("card", help="a candidate's leave-sources-out figures over all held-out photos, in the form "
+                                    "`parkclf card --unseen-sources` puts on a model card and the app's About box")
+    c.add_argument("results", type=Path, help="the sweep's results (experiments/results/parks_sweep.json)")
+    c.add_argument("candidate", help="a candidate's name in it, e.g. x2-308")
+    c.add_argument("--what", required=True, help="one sentence: which models scored the photos")
     a = ap.parse_args(argv)
     if a.cmd == "split":
         if a.out.exists() and any(a.out.iterdir()):
             raise SystemExit(f"{a.out} is not empty; choose a new --out folder.")
         res = split(a.parks.resolve(), a.folds, a.seed, a.out)
+    elif a.cmd == "card":
+        res = card_figures(json.loads(a.results.read_text())[a.candidate], a.what)
     else:
         res = report(a.predictions, a.parks, a.baseline, a.scenes)
         if a.json_out:

@@ -362,3 +362,33 @@ def test_a_rerendered_card_keeps_its_base_model_licence_and_notes(tiny_vit, imag
     text = (out / "README.md").read_text()
     assert "base_model: org/base" in text and "license: mit" in text and "my own, CC-BY" in text
     assert card.rerender(tmp_path) is None  # not a train.py folder: nothing to re-render
+
+
+def test_figures_on_unseen_photographers_lead_the_card_and_the_about_box(tiny_vit, imagefolder, tmp_path):
+    """`parkclf card --unseen-sources`: a visitor reads the first figures as how often the app is right, so the
+    leave-sources-out ones come first, and the random split's follow, labelled as such."""
+    from parkclf.app.ui import about_markdown
+    from parkclf.classifier import Classifier
+    from parkclf.publish import card
+
+    out = tmp_path / "out"
+    main(["--data-dir", str(imagefolder), "--model-name-or-path", str(tiny_vit), "--output-dir", str(out),
+          "--freeze-backbone", *FAST])
+    figures = tmp_path / "unseen.json"
+    figures.write_text(json.dumps({"what": "four fold models", "photos": 50, "sources": 9, "accuracy": 0.61,
+                                   "accuracy_ci": [0.47, 0.73], "auroc": 0.8, "auroc_ci": [0.7, 0.9],
+                                   "answered": 0.9, "answered_ci": [0.79, 0.96], "out_of_scope_photos": 20}))
+    with pytest.raises(UsageError, match="lacks auroc"):
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({k: v for k, v in json.loads(figures.read_text()).items() if k != "auroc"}))
+        card.main([str(out), "--unseen-sources", str(bad)])
+    card.main([str(out), "--unseen-sources", str(figures)])
+    text = (out / "README.md").read_text()
+    unseen, random_split = text.index("## Results on photographers it never saw"), text.index(
+        "## Results (random held-out test split")
+    assert unseen < random_split and "| 0.610 [0.47, 0.73] |" in text[unseen:random_split]
+    card.rerender(out)  # kept in metrics.json: a later re-render keeps them
+    assert "0.610 [0.47, 0.73]" in (out / "README.md").read_text()
+    about = about_markdown(str(out), Classifier.from_pretrained(out), "me/model")
+    assert about.index("On photographers it never saw") < about.index("Random test split")
+    assert "accuracy 0.610 [0.470, 0.730]" in about

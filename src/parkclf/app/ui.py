@@ -229,14 +229,25 @@ def about_markdown(model_dir: str | None, classifier: Classifier, model_id: str)
     metrics = None
     if model_dir and (Path(model_dir) / "metrics.json").exists():
         metrics = json.loads((Path(model_dir) / "metrics.json").read_text())
+    if metrics and metrics.get("unseen_sources"):  # what a visitor can expect leads; the random split follows
+        u = metrics["unseen_sources"]
+
+        def figure(key: str) -> str:
+            return f"{u[key]:.3f} [{u[key + '_ci'][0]:.3f}, {u[key + '_ci'][1]:.3f}]"
+
+        lines.append(f"**On photographers it never saw** ({u['photos']} photos from {u['sources']} sources, 95% "
+                     f"intervals): accuracy {figure('accuracy')}, out-of-scope AUROC {figure('auroc')}, in-scope "
+                     f"answered {figure('answered')}. Measured on {u['what']}.  ")
     if metrics:
         t = metrics["test"]
-        lines.append(f"**Held-out test:** accuracy {t['accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f} "
+        split = "Random test split (photographers also seen in training)" if metrics.get("unseen_sources") else (
+            "Held-out test")
+        lines.append(f"**{split}:** accuracy {t['accuracy']:.3f}, macro-F1 {t['macro_f1']:.3f} "
                      f"on {sum(t['support'])} photos.  ")
         a = metrics.get("abstain", {})
         if a.get("auroc") is not None:
-            lines.append(f"**Out-of-scope:** AUROC {a['auroc']:.3f}, "
-                         f"in-scope answered {a['in_scope_keep_rate']:.0%}.  ")
+            lines.append(f"**Out-of-scope{' (random split)' if metrics.get('unseen_sources') else ''}:** AUROC "
+                         f"{a['auroc']:.3f}, in-scope answered {a['in_scope_keep_rate']:.0%}.  ")
         if metrics.get("extra_eval"):
             for k, v in metrics["extra_eval"].items():
                 lines.append(f"**{k}:** {v}  ")

@@ -73,8 +73,29 @@ seeds {{ soup_seeds | join(", ") }}, each on its own validation split, all with 
 soup, `--soup {{ soup_seeds | length }}`), so it costs one model to run. Its calibration was fitted on each member's
 own validation photos.
 {%- endif %}
+{%- if unseen %}
 
-## Results (held-out test split, {{ n_test }} photos)
+## Results on photographers it never saw
+
+{{ unseen.what[0] | upper }}{{ unseen.what[1:] }}: {{ unseen.photos }} in-scope photos from {{ unseen.sources }}
+sources, and {{ unseen.out_of_scope_photos }} out-of-scope photos. These are the figures to expect on a new
+visitor's photo.
+
+| metric | value [95% interval] |
+|---|---|
+| accuracy on in-scope photos (closest real class) | {{ "%.3f" | format(unseen.accuracy) }} [{{ unseen.accuracy_ci | join(", ") }}] |
+| out-of-scope AUROC (in-scope score) | {{ "%.3f" | format(unseen.auroc) }} [{{ unseen.auroc_ci | join(", ") }}] |
+| in-scope photos answered (not abstained) | {{ "%.3f" | format(unseen.answered) }} [{{ unseen.answered_ci | join(", ") }}] |
+{%- for name, rate in (unseen.everyday_abstained or {}).items() %}
+| {{ name }} photos abstained | {{ "%.3f" | format(rate) }} |
+{%- endfor %}
+{%- endif %}
+
+## Results ({% if unseen %}random {% endif %}held-out test split, {{ n_test }} photos)
+{%- if unseen %}
+
+Photographers of these photos also took some of the training photos, so these figures are higher than above.
+{%- endif %}
 
 | metric | value |
 |---|---|
@@ -102,11 +123,21 @@ torch, and a browser runs it with transformers.js.
 activation scales of `activation_ranges.json` (observed on {{ export.graphs.values() | map(attribute="calibration_photos") | select | first }} calibration photos), else on ONNX Runtime.
 {%- endif %} Each graph was checked against the torch fp32 model on {{ export.n_photos }} photos it never trained on:
 
-| graph | top-1 agreement | abstain agreement | largest probability difference | largest logit difference |
-|---|---|---|---|---|
+| graph | accuracy (fp32) | top-1 agreement | flips: close calls / confident | abstain agreement | relevance correlation: median / lowest | largest logit difference |
+|---|---|---|---|---|---|---|
 {%- for name, row in export.graphs.items() %}
-| `{{ name }}` | {{ "%.4f" | format(row.top1_agreement) }} | {{ "%.4f" | format(row.abstain_agreement) }} | {{ "%.4f" | format(row.max_prob_diff) }} | {{ "%.4f" | format(row.max_logit_diff) }} |
+| `{{ name }}`{% if row.weights %} ({{ row.weights }} weights){% endif %} | {% if row.accuracy is defined %}{{ "%.4f" | format(row.accuracy) }} ({{ "%.4f" | format(row.fp32_accuracy) }}){% else %}–{% endif %} | {{ "%.4f" | format(row.top1_agreement) }} | {{ row.close_call_flips | default("–") }} / {{ row.confident_flips | default("–") }} | {{ "%.4f" | format(row.abstain_agreement) }} | {% if row.relevance_median is defined %}{{ "%.3f" | format(row.relevance_median) }} / {{ "%.3f" | format(row.relevance_lowest) }}{% else %}–{% endif %} | {{ "%.4f" | format(row.max_logit_diff) }} |
 {%- endfor %}
+{%- set flips = export.graphs.values() | map(attribute="flips") | select | list %}
+{%- if flips %}
+
+An int8 graph is kept where it loses a visitor (almost) nothing: accuracy within 0.5 points of fp32's on labelled
+photos, no top-1 flip unless fp32's two best classes were within 0.10 in probability (a close call, where rounding
+decides), abstain agreement at least 0.99. The flips, with fp32's margin between its two best classes:
+{% for name, row in export.graphs.items() if row.flips %}
+- `{{ name }}`: {% for f in row.flips %}{{ f.photo }} ({{ f.fp32 }} -> {{ f.int8 }}, {{ "%.3f" | format(f.fp32_margin) }}){{ ", " if not loop.last }}{% endfor %}
+{%- endfor %}
+{%- endif %}
 {% for note in export.notes %}
 - {{ note }}
 {%- endfor %}
@@ -240,7 +271,7 @@ def write(out: Path, *, metrics: dict, report: dict, base_model: str, dataset: s
         n_unreadable=len(report.get("unreadable", [])), n_dupes=len(report.get("duplicates_dropped", [])),
         hard_negatives=report.get("hard_negatives"), extra_photos=report.get("extra"),
         provenance=provenance, extra=extra, export=export, soup_seeds=metrics.get("soup_seeds", []),
-        repo_id=hub_model_id or str(out),
+        unseen=metrics.get("unseen_sources"), repo_id=hub_model_id or str(out),
         space_or_url="user/space-name or http://127.0.0.1:7860")
     card.save(out / "README.md")
     return card
@@ -272,17 +303,30 @@ def write_taught(out: Path, *, labels: list[str], metrics: dict, counts: dict[st
     return card
 
 
+UNSEEN_KEYS = ("what", "photos", "sources", "accuracy", "accuracy_ci", "auroc", "auroc_ci", "answered", "answered_ci")
+
+
 def rerender(folder: str | Path, *, notes: str | None = None, base_model: str | None = None,
-             license: str | None = None, hub_model_id: str | None = None) -> ModelCard | None:
+             license: str | None = None, hub_model_id: str | None = None,
+             unseen_sources: str | None = None) -> ModelCard | None:
     """Re-render the card of a folder train.py wrote, from its metrics.json, data_report.json and onnx/export.json.
-    Base model, licence and repo id default to what the card already says, so a re-render keeps them. Returns None
-    for a folder train.py did not write (no metrics.json or data_report.json)."""
+    Base model, licence and repo id default to what the card already says, so a re-render keeps them.
+    ``unseen_sources``: a JSON file of figures on photographers the recipe never saw (``UNSEEN_KEYS``, as
+    ``experiments/grouped_folds.py card`` writes them), kept in metrics.json; the card and the app's About box lead
+    with them. Returns None for a folder train.py did not write (no metrics.json or data_report.json)."""
     import json
 
     folder = Path(folder)
     if not ((folder / "metrics.json").exists() and (folder / "data_report.json").exists()):
         return None
     metrics = json.loads((folder / "metrics.json").read_text())
+    if unseen_sources:
+        figures = json.loads(Path(unseen_sources).read_text())
+        missing = [k for k in UNSEEN_KEYS if k not in figures]
+        if missing:
+            raise UsageError(f"{unseen_sources} lacks {', '.join(missing)}; it needs {', '.join(UNSEEN_KEYS)}.")
+        metrics["unseen_sources"] = figures
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     old = ModelCard.load(folder / "README.md").data if (folder / "README.md").exists() else ModelCardData()
     exported = folder / "onnx" / "export.json"
     return write(folder, metrics=metrics, report=json.loads((folder / "data_report.json").read_text()),
@@ -308,9 +352,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--base-model", help="Hub id of the base model (default: the card's, else metrics.json's)")
     p.add_argument("--license", help="the card's licence (default: the card's, else apache-2.0)")
     p.add_argument("--hub-model-id")
+    p.add_argument("--unseen-sources", help="a JSON file of leave-sources-out figures (experiments/grouped_folds.py "
+                                            "card): the card and the app's About box lead with them")
     a = p.parse_args(argv)
     if rerender(a.folder, notes=a.card_notes, base_model=a.base_model, license=a.license,
-                hub_model_id=a.hub_model_id) is None:
+                hub_model_id=a.hub_model_id, unseen_sources=a.unseen_sources) is None:
         raise UsageError(f"{a.folder} has no metrics.json and data_report.json: only a train.py output folder has a "
                          "card to re-render.")
 
