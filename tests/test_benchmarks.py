@@ -105,3 +105,14 @@ def test_engines_benchmark_smoke():
     assert set(result["ms_per_photo"]) == {"openvino-int8-static", "onnxruntime-int8",
                                            "torch-" + ("bfloat16" if result["machine"]["bf16"] else "float32")}
     assert all(len(v) == 1 and v[0] > 0 for v in result["ms_per_photo"].values())
+
+
+@pytest.mark.skipif(not EMBEDDED.exists(), reason="the embedded model is missing")
+def test_explain_benchmark_smoke():
+    r = subprocess.run([sys.executable, "benchmarks/explain.py", "--smoke"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "| checkpoint | explanation graph | ms a photo, best |" in r.stdout and "1.00x" in r.stdout
+    result = json.loads((ROOT / "benchmarks" / "results" / "explain-smoke.json").read_text())
+    assert result["photos"] == 2 and all(len(v) == 1 and v[0] > 0 for v in result["ms_per_photo"].values())
+    assert set(result["graphs"].values()) <= {"explain_quantized.onnx", "explain.onnx"}

@@ -107,3 +107,20 @@ def test_embedded_model_abstains_on_everyday_images():
     scores = {Path(f).name: round(p.score, 3) for f, p in zip(files, preds, strict=True)}
     assert sum(p.abstained for p in preds) / len(files) >= 0.65, scores
     assert sum(p.score >= 0.5 for p in preds) <= 2, scores
+
+
+def test_a_hub_model_whose_explanation_graph_stayed_float_downloads_that_graph_and_no_other_fp32(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from parkclf.classifier import resolve
+
+    repo = ["config.json", "onnx/model_quantized.onnx", "onnx/model.onnx", "onnx/explain.onnx", "model.safetensors"]
+    asked = []
+    monkeypatch.setattr(huggingface_hub, "list_repo_files", lambda name: list(repo))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download",
+                        lambda name, allow_patterns: asked.append(allow_patterns) or str(tmp_path))
+    resolve("me/model")
+    assert "onnx/explain.onnx" in asked[-1] and not {"onnx/model.onnx", "model.safetensors"} & set(asked[-1])
+    repo.append("onnx/explain_quantized.onnx")  # both explanation graphs: the int8 one alone
+    resolve("me/model")
+    assert "onnx/explain_quantized.onnx" in asked[-1] and "onnx/explain.onnx" not in asked[-1]

@@ -125,9 +125,14 @@ def resolve(name_or_path: str) -> Path:
             files = set(list_repo_files(name_or_path))
         except Exception:  # offline or unreachable: whatever the cache holds
             files = set()
-        patterns = (HUB_PATTERNS_ONNX if "onnx/model_quantized.onnx" in files else
-                    HUB_PATTERNS_FP32 if "onnx/model.onnx" in files else
-                    HUB_PATTERNS_TORCH if files else HUB_PATTERNS_ONNX + HUB_PATTERNS_FP32 + HUB_PATTERNS_TORCH)
+        if "onnx/model_quantized.onnx" in files and "onnx/explain_quantized.onnx" not in files:
+            # the explanation graph kept in floating point, where its int8 twin did not pass the export's check
+            patterns = [*HUB_PATTERNS_ONNX, "onnx/explain.onnx"]
+        elif "onnx/model_quantized.onnx" in files:
+            patterns = HUB_PATTERNS_ONNX
+        else:
+            patterns = (HUB_PATTERNS_FP32 if "onnx/model.onnx" in files else
+                        HUB_PATTERNS_TORCH if files else HUB_PATTERNS_ONNX + HUB_PATTERNS_FP32 + HUB_PATTERNS_TORCH)
         return Path(snapshot_download(name_or_path, allow_patterns=patterns))
     except Exception as e:
         raise UsageError(hub_message(name_or_path, e)) from None
