@@ -392,3 +392,16 @@ def test_figures_on_unseen_photographers_lead_the_card_and_the_about_box(tiny_vi
     about = about_markdown(str(out), Classifier.from_pretrained(out), "me/model")
     assert about.index("On photographers it never saw") < about.index("Random test split")
     assert "accuracy 0.610 [0.470, 0.730]" in about
+
+
+def test_early_stopping_patience_spans_the_same_epochs_whatever_the_checkpoint_steps():
+    from parkclf.training.config import TrainArguments
+    from parkclf.training.finetune import patience_evaluations
+
+    def evaluations(**kw):
+        return patience_evaluations(TrainArguments(output_dir="out", **kw), steps_per_epoch=41)
+
+    assert evaluations() == 2  # evaluated at each epoch end: two epochs are two evaluations
+    assert evaluations(checkpoint_steps=41) == 2
+    assert evaluations(checkpoint_steps=10) == 10  # every 10 steps: five evaluations an epoch
+    assert evaluations(checkpoint_steps=10, early_stopping_patience=1) == 5

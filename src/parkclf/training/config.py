@@ -88,7 +88,8 @@ class TrainArguments:
         "help": "Processes that decode and augment photos beside the training loop (0: the loop does it). On a GPU, "
                 "decoding is the bottleneck: give it the spare cores."})
     early_stopping_patience: int = field(default=2, metadata={
-        "help": "Stop after this many evaluations without improvement."})
+        "help": "Stop after this many epochs without improvement in validation accuracy (with --checkpoint-steps, "
+                "as many evaluations as span those epochs)."})
     seed: int = field(default=42, metadata={"help": "Seed for splits, augmentation and initialisation."})
     bf16: Literal["auto", "true", "false"] = field(default="auto", metadata={
         "help": "bf16 mixed precision: auto (where the CPU or GPU has native bf16), true or false."})
