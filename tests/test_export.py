@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from parkclf import export
@@ -73,3 +75,35 @@ def test_an_explanation_graph_needs_its_median_and_its_lowest_correlation():
         "relevance_median 0.9400 < 0.95"]
     assert export.shortfalls({**row, "relevance_median": 0.99, "relevance_lowest": 0.79}) == [
         "relevance_lowest 0.7900 < 0.8"]
+
+
+def test_an_explanation_graph_that_fails_in_int8_stays_float_with_fp16_weights(tiny_vit, imagefolder, tmp_path,
+                                                                                 monkeypatch):
+    """--int8-only keeps a float explanation graph where the int8 one misses the relevance bar: its block weights
+    stored fp16 and cast up, the classifier left as it was, so that `parkclf teach` can still swap it."""
+    import shutil
+
+    import onnx
+
+    from parkclf import graphs
+    from parkclf.engine import OnnxEngine
+    from parkclf.images import image_files
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_vit, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "id2label": {"0": "red", "1": "blue"},
+                                                    "label2id": {"red": 0, "blue": 1}}))
+    monkeypatch.setattr(export, "MIN_RELEVANCE_MEDIAN", 1.5)  # no int8 graph can reach it
+    report = export.export(folder, photos=image_files(imagefolder), int8_only=True)
+    assert "explain_quantized.onnx" not in report["files"] and "explain.onnx" in report["files"]
+    row = report["graphs"]["explain.onnx"]
+    assert row["weights"] == "fp16" and row["relevance_photos"] == 24 and row["relevance_median"] > 0.99
+    assert any("was not kept: relevance_median" in n for n in report["notes"])
+    graph = onnx.load(str(folder / "onnx" / "explain.onnx"))
+    halves = [i for i in graph.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert len(halves) >= 12  # 2 blocks x (q, k, v, out, 2 MLP), forward and backward
+    heat, logits = OnnxEngine(folder, precision="int8", patch_size=8).relevance(
+        np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32), [0, 1])
+    assert heat.shape == (4, 4) and logits.shape == (1, 2)
+    assert graphs.swap_explain(graph.graph, np.ones((3, 32), np.float32), np.zeros(3, np.float32))
