@@ -15,8 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from parkclf.images import IMAGE_EXTENSIONS, ImageError, load_image  # noqa: E402
+from parkclf.images import IMAGE_EXTENSIONS, ImageError, load_image
 
 
 def shrink(src: Path, dst: Path, short_side: int, quality: int) -> tuple[int, int]:

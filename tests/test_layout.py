@@ -37,6 +37,21 @@ def test_only_the_space_entry_points_patch_sys_path():
     assert sorted(patched) == ["app.py", "train.py"], patched
 
 
+def test_the_library_never_imports_from_the_app():
+    """Arrows point down (DESIGN.md): teach, batch, export and the rest stand below app/, never on it."""
+    up = []
+    for path in python_files(SRC):
+        if "app" in path.relative_to(SRC).parts[:-1]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0 if node.level else 1:][:1] == [
+                    "app"]:
+                up.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            if isinstance(node, ast.Import) and any(a.name.startswith("parkclf.app") for a in node.names):
+                up.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not up, up
+
+
 def test_the_package_imports_from_any_folder_without_torch(tmp_path):
     """After pip install -e ., `import parkclf` (and its serving modules) works from anywhere and loads no torch."""
     code = ("import sys, parkclf, parkclf.classifier, parkclf.app.ui, parkclf.batch, parkclf.cli; "

@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .classifier import Classifier
+from .classifier import EMBEDDED_MODEL, Classifier
 from .engine import ENGINES, cpu_threads
 from .errors import UsageError
 from .images import ImageSource, image_files, is_hidden
@@ -44,7 +44,6 @@ from .tables import JsonlTable, open_table, prediction_row, table_class
 
 logger = logging.getLogger(__name__)
 
-EMBEDDED_MODEL = Path(__file__).resolve().parents[2] / "models" / "parks-vit-small"
 UNSURE, UNREADABLE = "unsure", "unreadable"  # --sort-into folders beside the class folders
 # The variables accelerate itself reads for the number of processes (torchrun, accelerate launch, mpirun).
 WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")

@@ -20,6 +20,9 @@ from .errors import UsageError
 from .images import ImageSource
 from .processing import Preprocessor, image_size, open_images, visible_box
 
+# The model that ships with the project: what the app, `parkclf predict` and `parkclf teach` use when given none.
+EMBEDDED_MODEL = Path(__file__).resolve().parents[2] / "models" / "parks-vit-small"
+
 
 @dataclass
 class Prediction:

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import calibration
-from .classifier import Classifier
+from .classifier import EMBEDDED_MODEL, Classifier
 from .engine import cpu_threads
 from .errors import UsageError
 from .head import fit_head, report
@@ -276,8 +276,6 @@ def check_counts(y: np.ndarray, labels: list[str], skipped: list[tuple[str, str]
 def base_classifier(base: str | os.PathLike | Classifier | None) -> Classifier:
     if isinstance(base, Classifier):
         return base
-    from .app.serve import EMBEDDED_MODEL
-
     return Classifier.from_pretrained(str(base or EMBEDDED_MODEL))
 
 

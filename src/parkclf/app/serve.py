@@ -18,7 +18,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..classifier import Classifier
+from ..classifier import EMBEDDED_MODEL, Classifier
 from ..engine import ENGINES
 from ..images import MAX_BYTES
 
@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 # inside the runtime's threads (docs/results.md: a one-forward-at-a-time lock changed nothing under eight clients).
 CONCURRENCY = 2
 ROOT = Path(__file__).resolve().parents[3]  # the project folder (a Space's clone, or this checkout)
-EMBEDDED_MODEL = ROOT / "models" / "parks-vit-small"
 
 
 def load_examples(folder: Path) -> list:
