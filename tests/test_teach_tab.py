@@ -111,6 +111,7 @@ def test_photos_are_read_as_they_are_dropped_and_teach_then_only_fits(tab, tmp_p
     monkeypatch.setattr(tab.base.engine, "features", lambda pv: computed.append(len(pv)) or real(pv))
     assert [tab.read(f, "alice") for f in files[:3]] == ["8 photos read"] * 3 and sum(computed) == 24
     assert tab.read(files[0] + [files[1][0]], "alice") == "9 photos read" and sum(computed) == 24  # none again
+    assert tab.read(files[0][:1], "alice") == "1 photo read"  # singular
     alice = teach_all(tab, "alice", names=names, files=files)[0]
     assert sum(computed) == 24, computed  # Teach computed no features
     bob = teach_all(tab, "bob", names=names, files=files)[0]  # the same photos, nothing read for bob yet

@@ -276,7 +276,8 @@ class TeachTab:
         except Exception:
             logger.exception("reading dropped photos failed")
             return ""
-        return f"{ready} of {len(photos)} photos read" if ready < len(photos) else f"{ready} photos read"
+        return (f"{ready} of {len(photos)} photo{'s' if len(photos) != 1 else ''} read" if ready < len(photos) else
+                f"{ready} photo{'s' if ready != 1 else ''} read")
 
     def run(self, zip_payload, names: list, files: list, session: str, progress=None):
         """Teach, keep the model for ``session``, and yield (summary, per-class rows, confusion picture, the
