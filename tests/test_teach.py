@@ -198,6 +198,14 @@ def test_unreadable_photos_are_skipped_and_listed_and_a_class_left_with_one_is_r
         teach(photos, tmp_path / "refused", base=str(base))
 
 
+
+def test_a_class_whose_photos_are_all_in_another_class_is_refused_naming_the_copies(base, tmp_path):
+    photos = _classes(per_class=3)
+    photos["class1"] = list(photos["class0"])  # the same three photos dropped in both rows
+    with pytest.raises(TeachError, match=r"'class1' has 0 readable photos \(3 are photos already in another class\)"):
+        teach(photos, tmp_path / "refused", base=str(base))
+
+
 def test_a_photo_sent_in_two_classes_is_said_and_its_copy_left_out(base, tmp_path):
     photos = _classes(per_class=3)
     photos["class1"].append(("copy.jpg", photos["class0"][1]))

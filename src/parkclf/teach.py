@@ -263,14 +263,19 @@ def precompute(photos: Sequence[ImageSource | tuple[str, ImageSource]], cache: F
     return sum(p.key in cache for p in kept)
 
 
-def check_counts(y: np.ndarray, labels: list[str], skipped: list[tuple[str, str]], limits: TeachLimits) -> None:
+def check_counts(y: np.ndarray, labels: list[str], skipped: list[tuple[str, str]], duplicates: list[str],
+                 limits: TeachLimits) -> None:
     counts = np.bincount(y, minlength=len(labels))
     for label, n in zip(labels, counts, strict=True):
         if n < limits.min_photos:
             lost = sum(1 for name, _ in skipped if name.startswith(f"{label}/"))
-            raise TeachError(f"The class {label!r} has {n} readable photo{'s' if n != 1 else ''}"
-                             f"{f' ({lost} could not be read)' if lost else ''}; each class needs at least "
-                             f"{limits.min_photos}. Add photos to it.")
+            copies = sum(1 for sentence in duplicates if sentence.startswith(f"{label}/"))
+            why = [f"{lost} could not be read"] if lost else []
+            if copies:
+                why.append(f"{copies} {'is a photo' if copies == 1 else 'are photos'} already in another class")
+            why_text = f" ({'; '.join(why)})" if why else ""
+            raise TeachError(f"The class {label!r} has {n} readable photo{'s' if n != 1 else ''}{why_text}; each "
+                             f"class needs at least {limits.min_photos}. Add photos to it.")
 
 
 def base_classifier(base: str | os.PathLike | Classifier | None) -> Classifier:
@@ -325,7 +330,7 @@ def teach(photos: Mapping[str, Sequence[ImageSource | tuple[str, ImageSource]]],
     skipped = price(kept, draft_size(clf.preprocessor), limits)
     x, y, unreadable = features(clf, kept, progress, cache)
     skipped += unreadable
-    check_counts(y, labels, skipped, limits)
+    check_counts(y, labels, skipped, duplicates, limits)
     fit = fit_head(x, y, len(labels))
     calib = calibration.fit(fit.heldout_logits, y, labels, None, keep_rate=KEEP_RATE)
     _, score = calibration.in_scope_scores(fit.heldout_logits, labels, calib["calibration_temperature"], None)
