@@ -35,3 +35,19 @@ def test_demo_builds_with_named_endpoints(tiny_vit, tmp_path):
     demo = build_demo(classifier, AppOptions(feedback=FeedbackStore(tmp_path / "fb", classifier.labels)))
     public = {d.api_name for d in demo.fns.values() if d.api_visibility == "public"}
     assert public == {"predict", "predict_batch", "explain"}  # the page's own events stay off the API page
+
+
+def test_the_gallery_comes_with_the_checkpoint(tmp_path):
+    """The project's park photos are the embedded model's gallery; a taught scene classifier served with MODEL_ID
+    shows its own examples/ or none, never photos of parks it does not know."""
+    from parkclf.app.serve import ROOT, examples_of, load_examples
+    from parkclf.classifier import EMBEDDED_MODEL
+
+    assert examples_of(EMBEDDED_MODEL) == ROOT / "examples" and load_examples(examples_of(EMBEDDED_MODEL))
+    taught = tmp_path / "scenes"
+    taught.mkdir()
+    assert examples_of(taught) is None
+    (taught / "examples").mkdir()
+    (taught / "examples" / "credits.tsv").write_text("file\tpark\tcredit\nsea.jpg\tsea\tme\n")
+    assert examples_of(taught) == taught / "examples"
+    assert [e.credit for e in load_examples(taught / "examples")] == ["Sea — me"]

@@ -41,6 +41,17 @@ def load_examples(folder: Path) -> list:
                 for r in csv.DictReader(f, delimiter="\t")]
 
 
+def examples_of(folder: Path | None) -> Path | None:
+    """The gallery's photos come with the checkpoint: its own ``examples/`` (with a credits.tsv), or the project's
+    for the embedded model, whose classes they show. Another model gets none, rather than photos of parks it does
+    not know."""
+    if folder is None:
+        return None
+    if (Path(folder) / "examples" / "credits.tsv").exists():
+        return Path(folder) / "examples"
+    return ROOT / "examples" if Path(folder).resolve() == EMBEDDED_MODEL.resolve() else None
+
+
 def feedback_limits():
     """FEEDBACK_MAX_FILES and FEEDBACK_MAX_MB cap the corrections kept (defaults in FeedbackLimits)."""
     from .feedback import FeedbackLimits
@@ -147,7 +158,7 @@ def main(argv: list[str] | None = None, *, hf_api=None) -> None:
     # checkpoint has its int8 export; else WEB_URL may point at a static Space that publishes it.
     routes = [web.mount(classifier.folder)] if web.available(classifier.folder) else []
     store = feedback_store(args.feedback_dir, args.feedback_dataset, classifier.labels, hf_api=hf_api)
-    demo = create_demo(classifier, args.model, examples_dir=ROOT / "examples", feedback=store,
+    demo = create_demo(classifier, args.model, examples_dir=examples_of(classifier.folder), feedback=store,
                        web_url=os.environ.get("WEB_URL") or ("/web/" if routes else None), hf_api=hf_api)
     # A Space (docker stop) ends the app with SIGTERM, which would end Python without its cleanup; as an interrupt,
     # Gradio closes the server and launch returns, so the last corrections still go up.
