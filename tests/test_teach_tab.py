@@ -245,8 +245,13 @@ def test_push_uses_the_visitors_token_for_that_upload_alone_and_keeps_it_nowhere
     names, files = rows(tmp_path)
     caplog.set_level(logging.DEBUG)
     teach_all(tab, "alice", names=names, files=files)
+    folder = tab.store.get("alice").taught.folder
+    card = (folder / "README.md").read_text()  # as downloaded: the folder the zip unpacks to, no server path
+    assert f'model="{folder.name}"' in card and str(tab.store.root) not in card
     token = gr.OAuthToken(token=TOKEN, scope="openid profile write-repos", expires_at=int(time.time()) + 3600)
     shown = tab.push("colours", False, "alice", profile("alice"), token)
+    pushed = (hub.repo("alice/colours") / "README.md").read_text()
+    assert 'model="alice/colours"' in pushed and str(tab.store.root) not in pushed
     assert "Pushed to [alice/colours]" in shown and "MODEL_ID=alice/colours python app.py" in shown
     made = calls(hub.folder)
     assert [(c["call"], c.get("token")) for c in made] == [("create_repo", fingerprint(TOKEN)),

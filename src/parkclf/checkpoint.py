@@ -107,8 +107,10 @@ def check_output_dir(out: Path) -> None:
 
 
 def write(base: Path, out: Path, *, labels: list[str], weight: np.ndarray, bias: np.ndarray, calib: dict,
-          metrics: dict, counts: dict[str, int], base_name: str, base_model: str | None, n_base: int) -> Path:
-    """Write the checkpoint (see the module's docstring) to ``out``; returns ``out``."""
+          metrics: dict, counts: dict[str, int], base_name: str, base_model: str | None, n_base: int,
+          repo_id: str | None = None) -> Path:
+    """Write the checkpoint (see the module's docstring) to ``out``; returns ``out``. ``repo_id``: what the card's
+    snippets load (default: ``out``)."""
     from .publish import card
 
     check_output_dir(out)
@@ -122,7 +124,7 @@ def write(base: Path, out: Path, *, labels: list[str], weight: np.ndarray, bias:
         exported = write_graphs(base, tmp, weight, bias, base_name)
         (tmp / "taught.json").write_text(json.dumps({"base_model": base_name, "counts": counts, **metrics}, indent=1))
         card.write_taught(tmp, labels=labels, metrics=metrics, counts=counts, base_name=base_name,
-                          base_model=base_model, export=exported, repo_id=str(out))
+                          base_model=base_model, export=exported, repo_id=repo_id or str(out))
         check_output_dir(out)  # again: another run may have written there meanwhile
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
@@ -132,3 +134,18 @@ def write(base: Path, out: Path, *, labels: list[str], weight: np.ndarray, bias:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def name_in_card(folder: Path, repo_id: str) -> None:
+    """Write the taught checkpoint's card again with ``repo_id`` in its "Use it" snippets (before a push to it)."""
+    from huggingface_hub import ModelCard
+
+    from .publish import card
+
+    config = json.loads((folder / "config.json").read_text())
+    saved = json.loads((folder / "taught.json").read_text())
+    counts, base_name = saved.pop("counts"), saved.pop("base_model")
+    card.write_taught(folder, labels=[config["id2label"][str(i)] for i in range(len(config["id2label"]))],
+                      metrics=saved, counts=counts, base_name=base_name,
+                      base_model=ModelCard.load(folder / "README.md").data.base_model,
+                      export=json.loads((folder / ONNX_DIR / "export.json").read_text()), repo_id=repo_id)

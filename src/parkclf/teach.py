@@ -298,7 +298,7 @@ def base_names(base: str | os.PathLike | Classifier | None, folder: Path) -> tup
 
 
 def write_checkpoint(clf: Classifier, base, out: Path, labels: list[str], fit, calib: dict, metrics: dict,
-                     counts: dict[str, int]) -> Path:
+                     counts: dict[str, int], repo_id: str | None = None) -> Path:
     from . import checkpoint
 
     if clf.folder is None:
@@ -306,12 +306,13 @@ def write_checkpoint(clf: Classifier, base, out: Path, labels: list[str], fit, c
     name, hub_id = base_names(base, clf.folder)
     return checkpoint.write(clf.folder, out, labels=labels, weight=fit.weight, bias=fit.bias, calib=calib,
                             metrics=metrics, counts=counts, base_name=name, base_model=hub_id,
-                            n_base=len(clf.all_labels))
+                            n_base=len(clf.all_labels), repo_id=repo_id)
 
 
 def teach(photos: Mapping[str, Sequence[ImageSource | tuple[str, ImageSource]]], output_dir: str | os.PathLike, *,
           base: str | os.PathLike | Classifier | None = None, limits: TeachLimits = TeachLimits(),
-          progress: Callable[[int, int], None] | None = None, cache: Features | None = None) -> Taught:
+          progress: Callable[[int, int], None] | None = None, cache: Features | None = None,
+          repo_id: str | None = None) -> Taught:
     """Teach a new classifier on ``photos`` ({class name: photos}, in label order) and write it to ``output_dir``.
 
     ``base``: a checkpoint folder or Hub id with ``onnx/`` whose backbone is reused (default: the embedded model),
@@ -319,6 +320,7 @@ def teach(photos: Mapping[str, Sequence[ImageSource | tuple[str, ImageSource]]],
     ``progress(done, total)`` is called after each batch of photos has been through the backbone.
     ``cache``: {photo sha256: features} kept for this base by earlier runs or :func:`precompute`; photos found there
     are not computed again, and the new ones are added.
+    ``repo_id``: what the card's "Use it" snippets load, a Hub id or a folder name (default: ``output_dir``).
     """
     from .checkpoint import check_output_dir
 
@@ -338,7 +340,7 @@ def teach(photos: Mapping[str, Sequence[ImageSource | tuple[str, ImageSource]]],
                "n_photos": len(y), "C": fit.C, **calib,
                "keep_rate": float((score >= calib["abstain_threshold"]).mean())}
     counts = {label: int(n) for label, n in zip(labels, np.bincount(y, minlength=len(labels)), strict=True)}
-    folder = write_checkpoint(clf, base, Path(output_dir), labels, fit, calib, metrics, counts)
+    folder = write_checkpoint(clf, base, Path(output_dir), labels, fit, calib, metrics, counts, repo_id)
     return Taught(folder=folder, labels=labels, metrics=metrics, counts=counts, skipped=skipped,
                   duplicates=duplicates, seconds=time.perf_counter() - start)
 

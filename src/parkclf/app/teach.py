@@ -286,9 +286,10 @@ class TeachTab:
         photos, skipped = self.gather(zip_payload, names, files)
         home = self.store.home()
         try:
+            # the card names the folder the zip unpacks to, never this server's temporary path
             taught = teach(photos, home / slug(list(photos)), base=self.base, limits=self.options.limits,
                            progress=progress_reporter(progress) if progress is not None else None,
-                           cache=self.features.get(session))
+                           cache=self.features.get(session), repo_id=slug(list(photos)))
             classifier = load(str(taught.folder))
         except UsageError as e:  # TeachError and what load refuses: the visitor's input, said in one sentence
             shutil.rmtree(home, ignore_errors=True)
@@ -337,6 +338,7 @@ class TeachTab:
         """Push this session's model to the signed-in visitor's account with their token, for this one upload."""
         from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+        from ..checkpoint import name_in_card
         from ..publish.hub import push_model
 
         if profile is None or oauth_token is None:
@@ -350,6 +352,7 @@ class TeachTab:
             raise refuse(f"'{name}' cannot be a repo name; use letters, digits, '-', '_' and '.', "
                          "e.g. my-classifier.") from None
         try:
+            name_in_card(model.taught.folder, repo_id)
             push_model(model.taught.folder, repo_id, private=bool(private), api=self.options.hub_api,
                        token=oauth_token.token, commit_message="Upload a model taught in the parkclf app")
         except Exception as e:  # the Hub's reason, never the token (its messages do not carry it; made sure)
