@@ -16,18 +16,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
 from pathlib import Path
 
 from .errors import UsageError
-from .images import image_files
+from .images import ImageError, image_files
+
+logger = logging.getLogger(__name__)
 
 
 def _scores(clf, paths: list[str]) -> list:
+    """The predictions of the readable photos among ``paths``; an unreadable one (scikit-image ships a TIFF that
+    Pillow cannot open) is left out with a warning, not the whole measure."""
     out = []
     for i in range(0, len(paths), 32):
-        out += clf.predict_batch(paths[i:i + 32])
-    return out
+        try:
+            out += clf.predict_batch(paths[i:i + 32])
+        except ImageError:
+            for path in paths[i:i + 32]:
+                try:
+                    out += clf.predict_batch([path])
+                except ImageError as e:
+                    logger.warning("left out %s: %s", path, e)
+                    out.append(None)
+    return [p for p in out if p is not None]
 
 
 def auroc(in_scores, out_scores) -> float:
@@ -75,6 +88,8 @@ def abstain_eval(model: str, in_scope: list[str], out_of_scope: dict[str, list[s
         clf.threshold = threshold
     in_files = [(f, Path(d).name) for d in in_scope for f in image_files(d)]
     ins = _scores(clf, [f for f, _ in in_files])
+    if len(ins) < len(in_files):
+        raise UsageError("Some --in-scope photos cannot be read (see the warnings above); remove them first.")
     if not ins:
         raise UsageError(f"No photos under --in-scope {in_scope}.")
     result = {"model": model, "threshold": clf.threshold, "n_in_scope": len(ins),

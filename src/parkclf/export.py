@@ -398,16 +398,16 @@ def _static_int8(onnx_dir: Path, calibration: np.ndarray, pv: np.ndarray, ref: n
     short = shortfalls(row)
     if short:
         (onnx_dir / RANGES_FILE).unlink()
-        return None, [f"`{RANGES_FILE}` (static int8 on OpenVINO) was not kept: {'; '.join(short)}."]
+        return {**row, "kept": False}, [f"`{RANGES_FILE}` (static int8 on OpenVINO) was not kept: {'; '.join(short)}."]
     return row, []
 
 
 def _validate(onnx_dir: Path, relevances: _Relevances, pv, ref, config, patch: int, check: dict,
-              int8_only: bool) -> tuple[dict, list[str]]:
-    """Each graph against torch fp32: agreement rows, and the notes on what was dropped. With ``int8_only`` an fp32
-    graph goes where its int8 twin passes; an explanation graph kept in floating point has its weights stored
-    fp16 (then checked again)."""
-    graphs, notes = {}, []
+              int8_only: bool) -> tuple[dict, list[str], dict]:
+    """Each graph against torch fp32: agreement rows, the notes on what was dropped, and the dropped graphs' rows.
+    With ``int8_only`` an fp32 graph goes where its int8 twin passes; an explanation graph kept in floating point
+    has its weights stored fp16 (then checked again)."""
+    graphs, notes, dropped = {}, [], {}
 
     def forward(name):
         graphs[name] = _agreement(ref, _run(_session(onnx_dir / name), pv, ["logits"])[0], config, **check)
@@ -420,10 +420,10 @@ def _validate(onnx_dir: Path, relevances: _Relevances, pv, ref, config, patch: i
         for precision in ("fp32", "int8"):
             check_graph(files[precision])
         short = shortfalls(graphs[files["int8"]])
-        if short:  # an int8 graph is kept only where it passes
+        if short:  # an int8 graph is kept only where it passes; its row moves to the report's not_kept
             (onnx_dir / files["int8"]).unlink()
             notes.append(f"`{files['int8']}` was not kept: {'; '.join(short)}.")
-            del graphs[files["int8"]]
+            dropped[files["int8"]] = graphs.pop(files["int8"])
         if not int8_only:
             continue
         if not short:
@@ -440,7 +440,7 @@ def _validate(onnx_dir: Path, relevances: _Relevances, pv, ref, config, patch: i
     if int8_only and not all((onnx_dir / f).exists() for f in graphs):
         notes.append("Each fp32 graph whose int8 twin passed was validated (its row above) and then left out, to "
                      "ship a quarter of the size (`--int8-only`); `parkclf export` writes them again.")
-    return graphs, notes
+    return graphs, notes, dropped
 
 
 def _graphs(folder: Path, model, real_ids: list[int], pv: np.ndarray, ref: np.ndarray, config: dict,
@@ -456,10 +456,10 @@ def _graphs(folder: Path, model, real_ids: list[int], pv: np.ndarray, ref: np.nd
         _export_relevance(model, real_ids, example[:1], onnx_dir / EXPLAIN_FILES["fp32"])  # one photo at a time
         _quantize(onnx_dir / MODEL_FILES["fp32"], onnx_dir / MODEL_FILES["int8"])
         _quantize(onnx_dir / EXPLAIN_FILES["fp32"], onnx_dir / EXPLAIN_FILES["int8"])
-    graphs, notes = _validate(onnx_dir, _Relevances(model, real_ids), pv, ref, config, config["patch_size"], check,
-                              int8_only)
+    graphs, notes, not_kept = _validate(onnx_dir, _Relevances(model, real_ids), pv, ref, config, config["patch_size"],
+                                        check, int8_only)
     return {"n_photos": len(pv), "files": sorted(f for f in graphs if (onnx_dir / f).exists()), "graphs": graphs,
-            "notes": notes}
+            "notes": notes, **({"not_kept": not_kept} if not_kept else {})}
 
 
 def _existing(onnx_dir: Path) -> dict:
@@ -472,6 +472,7 @@ def _existing(onnx_dir: Path) -> dict:
                          "export` without --static-int8-only first.")
     report = json.loads(path.read_text())
     report["graphs"].pop(STATIC_ROW, None)
+    report.get("not_kept", {}).pop(STATIC_ROW, None)
     report["files"] = [f for f in report["files"] if f != RANGES_FILE]
     report["notes"] = [n for n in report["notes"] if RANGES_FILE not in n]
     return report
@@ -513,11 +514,13 @@ def export(folder: str | Path, *, photos: list, labels: list[str] | None = None,
         calibration = _photos(calibration_photos, pre)[0] if calibration_photos else pv
         row, notes = _static_int8(onnx_dir, calibration, pv, ref, config, config["patch_size"], check)
         report["notes"] += notes
-        if row:
+        if row.get("kept", True):
             from .static_int8 import RANGES_FILE
 
             report["graphs"][STATIC_ROW] = row
             report["files"] = sorted({*report["files"], RANGES_FILE})
+        else:  # its figures, for the record: the card shows what is served
+            report.setdefault("not_kept", {})[STATIC_ROW] = row
     report["torch"] = torch.__version__
     (onnx_dir / "export.json").write_text(json.dumps(report, indent=2))
     for name, row in report["graphs"].items():
