@@ -237,7 +237,8 @@ def about_markdown(model_dir: str | None, classifier: Classifier, model_id: str)
 
         lines.append(f"**On photographers it never saw** ({u['photos']} photos from {u['sources']} sources, 95% "
                      f"intervals): accuracy {figure('accuracy')}, out-of-scope AUROC {figure('auroc')}, in-scope "
-                     f"answered {figure('answered')}. Measured on {u['what']}.  ")
+                     f"answered {figure('answered')}; each photo scored by a model that never saw its photographer "
+                     f"({u['what']}).  ")
     if metrics:
         t = metrics["test"]
         split = "Random test split (photographers also seen in training)" if metrics.get("unseen_sources") else (

@@ -77,9 +77,9 @@ own validation photos.
 
 ## Results on photographers it never saw
 
-{{ unseen.what[0] | upper }}{{ unseen.what[1:] }}: {{ unseen.photos }} in-scope photos from {{ unseen.sources }}
-sources, and {{ unseen.out_of_scope_photos }} out-of-scope photos. These are the figures to expect on a new
-visitor's photo.
+{{ unseen.photos }} in-scope photos from {{ unseen.sources }} sources and {{ unseen.out_of_scope_photos }} out-of-scope
+photos, each scored by a model that never saw its photographer ({{ unseen.what }}). These are the figures to expect
+on a new visitor's photo.
 
 | metric | value [95% interval] |
 |---|---|
@@ -121,7 +121,8 @@ Photographers of these photos also took some of the training photos, so these fi
 torch, and a browser runs it with transformers.js.
 {%- if "activation_ranges.json" in export.files %} The app runs `model_quantized.onnx` on OpenVINO with the fixed
 activation scales of `activation_ranges.json` (observed on {{ export.graphs.values() | map(attribute="calibration_photos") | select | first }} calibration photos), else on ONNX Runtime.
-{%- endif %} Each graph was checked against the torch fp32 model on {{ export.n_photos }} photos it never trained on:
+{%- endif %} Each graph was checked against the torch fp32 model on {{ export.n_photos }} photos; where they had
+labels, its accuracy is that of the answer a visitor reads (the right class, or "none of these" for a photo of none):
 
 | graph | accuracy (fp32) | top-1 agreement | flips: close calls / confident | abstain agreement | relevance correlation: median / lowest | largest logit difference |
 |---|---|---|---|---|---|---|
