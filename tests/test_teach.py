@@ -107,6 +107,8 @@ def test_a_taught_checkpoint_loads_everywhere_and_answers_with_the_new_classifie
     assert "5-fold cross-validation" in card and "blue 8, green 8, red 8" in card and "base" in card
     exported = json.loads((taught.folder / "onnx" / "export.json").read_text())
     assert set(exported["files"]) == {p.name for p in (taught.folder / "onnx").iterdir()} - {"export.json"}
+    # every graph of the base is swapped, the int8 explanation graph too (its backward head is stored fp16)
+    assert set(exported["files"]) >= {"model_quantized.onnx", "explain_quantized.onnx"}, exported["notes"]
 
     # the graphs the app serves compute the new classifier on the engine's own features
     files = image_files(photos)

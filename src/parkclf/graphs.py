@@ -139,8 +139,18 @@ def swap_explain(graph, weight: np.ndarray, bias: np.ndarray) -> bool:
     except ValueError:
         return False
     width = int(numpy_helper.to_array(inits[h.weight]).size // h.classes)
-    backward = [m for m in graph.node if m.op_type in ("MatMul", "MatMulInteger") and m.input[1] in inits
-                and list(inits[m.input[1]].dims) == [h.classes, width]]
+    made = _producers(graph)
+
+    def stored_weight(m) -> str | None:
+        """The initializer a MatMul's weight comes from: its own, or an fp16 one cast up (the export keeps the
+        backward pass's linears in floating point that way)."""
+        source = made.get(m.input[1])
+        if m.input[1] not in inits and source is not None and source.op_type == "Cast":
+            return source.input[0] if source.input[0] in inits else None
+        return m.input[1] if m.input[1] in inits else None
+
+    backward = [m for m in graph.node if m.op_type in ("MatMul", "MatMulInteger") and stored_weight(m)
+                and list(inits[stored_weight(m)].dims) == [h.classes, width]]
     gathers = [m for m in graph.node if m.op_type == "GatherND" and m.input[1] in inits]
     real = numpy_helper.to_array(inits[gathers[0].input[1]]).size if len(gathers) == 1 else -1
     shapes = [m for m in graph.node if m.op_type == "ConstantOfShape" and m.input[0] in inits
@@ -152,8 +162,9 @@ def swap_explain(graph, weight: np.ndarray, bias: np.ndarray) -> bool:
     w = np.asarray(weight, np.float32)  # (classes, width): the backward reads it as it is
     arrays = {gathers[0].input[1]: np.arange(n, dtype=np.int64)[:, None],
               **{m.input[0]: np.array([1, n], np.int64) for m in shapes}}
-    if mm.op_type == "MatMul":
-        arrays[mm.input[1]] = np.ascontiguousarray(w)
+    if mm.op_type == "MatMul":  # in the stored precision (fp16 behind a Cast, or fp32)
+        stored = stored_weight(mm)
+        arrays[stored] = np.ascontiguousarray(w).astype(numpy_helper.to_array(inits[stored]).dtype)
     else:
         arrays[mm.input[1]], arrays[scale], arrays[mm.input[3]] = quantize_columns(w)
     _replace(graph, arrays)
