@@ -383,7 +383,7 @@ def _fp32_model(folder: Path, model=None):
 
 
 def _static_int8(onnx_dir: Path, calibration: np.ndarray, pv: np.ndarray, ref: np.ndarray, config: dict,
-                 patch: int, check: dict | None = None) -> tuple[dict | None, list[str]]:
+                 patch: int, check: dict | None = None) -> tuple[dict, list[str]]:
     """Observe the int8 graph's activation ranges on the calibration photos, then check the static graph on
     OpenVINO against torch fp32 on the validation photos. The ranges are kept only where it passes the gate.
     ``check``: the photos' true answers and names for :func:`_agreement`."""
