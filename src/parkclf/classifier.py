@@ -145,3 +145,17 @@ def hub_message(model_id: str, error: Exception, fix: str = "Pass a local folder
     reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
     return (f"Could not load '{model_id}': it is not a local folder, and the Hugging Face Hub did not give it "
             f"({reason}). {fix}, or set HF_HUB_OFFLINE=1 with the model already in the cache.")
+
+
+def load(model: str, engine: str = "auto") -> Classifier:
+    """A checkpoint (folder or Hub id) as a server wants it: loaded, and warmed up on a first photo so that the first
+    visitor does not wait for the graphs to compile."""
+    import logging
+    import time
+
+    t = time.perf_counter()
+    classifier = Classifier.from_pretrained(model, engine=engine)
+    classifier.warm_up()
+    logging.getLogger("parkclf.app.serve").info("model %s loaded on %s and warmed up in %.1fs", model,
+                                                classifier.engine.name, time.perf_counter() - t)
+    return classifier

@@ -14,11 +14,10 @@ import logging
 import os
 import signal
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..classifier import EMBEDDED_MODEL, Classifier
+from ..classifier import EMBEDDED_MODEL, Classifier, load  # noqa: F401 (load: app.py's and the tests')
 from ..engine import ENGINES
 from ..images import MAX_BYTES
 
@@ -93,14 +92,6 @@ def hub_login() -> bool:
         logger.warning("hf_oauth is on but authlib is not installed (gradio[oauth]); the Teach tab cannot push")
         return False
     return True
-
-
-def load(model: str, engine: str = "auto") -> Classifier:
-    t = time.perf_counter()
-    classifier = Classifier.from_pretrained(model, engine=engine)
-    classifier.warm_up()
-    logger.info("model %s loaded on %s and warmed up in %.1fs", model, classifier.engine.name, time.perf_counter() - t)
-    return classifier
 
 
 def create_demo(classifier: Classifier, model: str, *, examples_dir: Path | None = None, feedback=None,

@@ -27,14 +27,14 @@ from pathlib import Path, PurePosixPath
 
 import gradio as gr
 
-from ..classifier import Classifier, Prediction
+from ..classifier import Classifier, Prediction, load
 from ..engine import EXPLAIN_FILES, ONNX_DIR
 from ..errors import UsageError
 from ..publish.card import CONFUSION_PNG
 from ..teach import Features, Taught, TeachLimits, precompute, teach
 from . import many
 from .api import Endpoints, file_path, guarded, refuse
-from .serve import load
+from .words import label_value, pretty, verdict
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +228,6 @@ def summary(taught: Taught, skipped: list, ready_s: float) -> str:
 
 
 def per_class_rows(taught: Taught) -> list[list]:
-    from .ui import pretty
 
     per = taught.metrics["per_class"]
     return [[pretty(label), taught.counts.get(label, 0), f"{per[label]['precision']:.0%}",
@@ -318,7 +317,6 @@ class TeachTab:
 
     def try_photo(self, payload, show_map: bool, session: str | None):
         """(Label value, verdict, overlay update) for one photo, by this session's taught model."""
-        from .ui import label_value, verdict  # ui builds this tab, so it is imported here, not at the top
 
         if payload is None:
             return None, "", gr.update(value=None, visible=False)
