@@ -156,6 +156,6 @@ def load(model: str, engine: str = "auto") -> Classifier:
     t = time.perf_counter()
     classifier = Classifier.from_pretrained(model, engine=engine)
     classifier.warm_up()
-    logging.getLogger("parkclf.app.serve").info("model %s loaded on %s and warmed up in %.1fs", model,
-                                                classifier.engine.name, time.perf_counter() - t)
+    logging.getLogger(__name__).info("model %s loaded on %s and warmed up in %.1fs", model, classifier.engine.name,
+                                     time.perf_counter() - t)
     return classifier
