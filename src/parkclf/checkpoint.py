@@ -3,8 +3,10 @@
 The base checkpoint's files, with only the classifier changed, and no torch:
 - ``model.safetensors``: the base tensors, the classifier's weight and bias replaced (``safetensors.numpy``, in the
   base's dtype);
-- ``config.json``: the new ``id2label`` / ``label2id``, temperature and abstain threshold;
-- ``preprocessor_config.json``: the base's, as it is;
+- ``config.json``: the new ``id2label`` / ``label2id``, temperature and abstain threshold, and
+  ``out_of_scope_label`` ("none of these") where the base's background bank was taught as a class;
+- ``preprocessor_config.json`` and ``teach_background.npz``: the base's, as they are (so teaching from the
+  taught model works the same);
 - ``onnx/``: each graph with the new classifier (:mod:`parkclf.graphs`); ``activation_ranges.json`` as it is, since
   every range it holds is of a tensor before the classifier, which the swap leaves alone;
 - ``README.md``: the model card (:func:`parkclf.publish.card.write_taught`), and ``taught.json``: the held-out
@@ -26,7 +28,7 @@ from .engine import EXPLAIN_FILES, MODEL_FILES, ONNX_DIR
 from .errors import UsageError
 
 WEIGHTS = "model.safetensors"
-COPIED = ("preprocessor_config.json", f"{ONNX_DIR}/activation_ranges.json")
+COPIED = ("preprocessor_config.json", f"{ONNX_DIR}/activation_ranges.json", "teach_background.npz")
 
 
 def classifier_keys(tensors: dict[str, np.ndarray], n_labels: int) -> tuple[str, str]:
@@ -62,11 +64,19 @@ def write_weights(base: Path, out: Path, weight: np.ndarray, bias: np.ndarray, n
 def write_config(base: Path, out: Path, labels: list[str], calib: dict) -> None:
     config = json.loads((base / "config.json").read_text())
     config.pop("out_of_scope_label", None)
+    if calib.get("out_of_scope_label"):
+        config["out_of_scope_label"] = calib["out_of_scope_label"]
     config.pop("num_labels", None)  # transformers reads the count from id2label
     config.update(id2label={str(i): n for i, n in enumerate(labels)}, label2id={n: i for i, n in enumerate(labels)},
                   calibration_temperature=calib["calibration_temperature"],
-                  abstain_threshold=calib["abstain_threshold"], title=f"Image classifier: {', '.join(labels)}")
+                  abstain_threshold=calib["abstain_threshold"],
+                  title=f"Image classifier: {', '.join(real_labels(labels, calib))}")
     (out / "config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+
+def real_labels(labels: list[str], config: dict) -> list[str]:
+    """The classes a person taught: every label but the out-of-scope one ("none of these"), if any."""
+    return [n for n in labels if n != config.get("out_of_scope_label")]
 
 
 def write_graphs(base: Path, out: Path, weight: np.ndarray, bias: np.ndarray, base_name: str) -> dict:
@@ -123,7 +133,7 @@ def write(base: Path, out: Path, *, labels: list[str], weight: np.ndarray, bias:
         write_config(base, tmp, labels, calib)
         exported = write_graphs(base, tmp, weight, bias, base_name)
         (tmp / "taught.json").write_text(json.dumps({"base_model": base_name, "counts": counts, **metrics}, indent=1))
-        card.write_taught(tmp, labels=labels, metrics=metrics, counts=counts, base_name=base_name,
+        card.write_taught(tmp, labels=real_labels(labels, calib), metrics=metrics, counts=counts, base_name=base_name,
                           base_model=base_model, export=exported, repo_id=repo_id or str(out))
         check_output_dir(out)  # again: another run may have written there meanwhile
         shutil.rmtree(out, ignore_errors=True)
@@ -145,7 +155,8 @@ def name_in_card(folder: Path, repo_id: str) -> None:
     config = json.loads((folder / "config.json").read_text())
     saved = json.loads((folder / "taught.json").read_text())
     counts, base_name = saved.pop("counts"), saved.pop("base_model")
-    card.write_taught(folder, labels=[config["id2label"][str(i)] for i in range(len(config["id2label"]))],
+    labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+    card.write_taught(folder, labels=real_labels(labels, config),
                       metrics=saved, counts=counts, base_name=base_name,
                       base_model=ModelCard.load(folder / "README.md").data.base_model,
                       export=json.loads((folder / ONNX_DIR / "export.json").read_text()), repo_id=repo_id)

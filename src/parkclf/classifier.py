@@ -107,9 +107,11 @@ class Classifier:
         return overlay(image, heat, box=visible_box(self.preprocessor, *image.size)), pred, heat
 
 
-# What serving reads from a Hub repo: never the training leftovers, and the weights only without an ONNX export.
-HUB_PATTERNS_ONNX = ["*.json", "README.md", "onnx/model_quantized.onnx", "onnx/explain_quantized.onnx"]
-HUB_PATTERNS_FP32 = ["*.json", "README.md", "onnx/model.onnx", "onnx/explain.onnx"]
+# What serving reads from a Hub repo: never the training leftovers, and the weights only without an ONNX export. The
+# background bank (75 KB) is what teaching from that model fits "none of these" against.
+HUB_PATTERNS_ONNX = ["*.json", "README.md", "teach_background.npz", "onnx/model_quantized.onnx",
+                     "onnx/explain_quantized.onnx"]
+HUB_PATTERNS_FP32 = ["*.json", "README.md", "teach_background.npz", "onnx/model.onnx", "onnx/explain.onnx"]
 HUB_PATTERNS_TORCH = ["*.json", "README.md", "model.safetensors"]
 
 

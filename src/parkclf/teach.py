@@ -6,9 +6,11 @@
 Teaching is serving plus one small fit. The base checkpoint's serving engine computes each photo's class token (the
 classifier's input); a multinomial logistic regression on those features becomes the new classifier, with its
 regularisation chosen by k-fold cross-validation, and the same folds' held-out answers give the metrics, the
-temperature and the abstain threshold (:mod:`parkclf.calibration`). The new checkpoint is the base one with the
-classifier swapped: ``model.safetensors``, ``config.json``, the ONNX graphs and a model card. It loads with
-``transformers.pipeline``, transformers.js and ``MODEL_ID=folder python app.py``.
+temperature and the abstain threshold (:mod:`parkclf.calibration`). Where the base ships a background bank
+(``teach_background.npz``: features of other photos in its own feature space), the bank is one more class, "none of
+these", so that a photo unlike all of the visitor's classes can get that answer (:func:`fit_classes`). The new
+checkpoint is the base one with the classifier swapped: ``model.safetensors``, ``config.json``, the ONNX graphs and
+a model card. It loads with ``transformers.pipeline``, transformers.js and ``MODEL_ID=folder python app.py``.
 
 The library API, for the command and the app's "Teach it" tab::
 
@@ -90,9 +92,14 @@ def photos_from_folder(root: str | os.PathLike) -> dict[str, list[Path]]:
     return {p.name: [Path(f) for f in image_files(p)] for p in classes}
 
 
-# The abstain threshold answers this share of the held-out photos. High on purpose, as in training: the held-out
-# photos come from the same sender as the training ones, and photos from elsewhere score lower.
+# The abstain threshold answers this share of the held-out photos. Without a background bank it is high, as in
+# training: the held-out photos come from the same sender as the training ones, and photos from elsewhere score
+# lower. With one, "none of these" is a class of its own, and a lower rate buys most of the abstaining on classes the
+# model was never taught (experiments/teach_other.py; docs/results.md).
 KEEP_RATE = 0.98
+KEEP_RATE_WITH_BACKGROUND = 0.86
+BACKGROUND_FILE = "teach_background.npz"  # a base checkpoint's bank of other photos' features (see background())
+NONE_OF_THESE = "none of these"  # the taught model's out-of-scope label, when its base has a background bank
 BATCH = 16  # photos per forward pass: the OpenVINO engine's full batch
 FORBIDDEN = set('/\\:*?"<>|')  # not in a folder name on Linux, macOS or Windows
 RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
@@ -128,6 +135,9 @@ def check_names(names: Sequence[str], limits: TeachLimits) -> list[str]:
                 or label.split(".")[0].lower() in RESERVED:
             raise TeachError(f"The class name {label!r} cannot be a folder name: leave out / \\ : * ? \" < > | and "
                              "control characters, do not start it with a dot, and avoid CON, NUL, COM1 and the like.")
+        if label.casefold() == NONE_OF_THESE:
+            raise TeachError(f"{label!r} is what the model answers for a photo unlike all of its classes; give this "
+                             "class another name.")
         if label.casefold() in seen:
             raise TeachError(f"Two classes are called {seen[label.casefold()]!r} and {label!r}; give each class its "
                              "own name (folders that differ only in case are one folder on Windows and macOS).")
@@ -278,6 +288,26 @@ def check_counts(y: np.ndarray, labels: list[str], skipped: list[tuple[str, str]
                              f"class needs at least {limits.min_photos}. Add photos to it.")
 
 
+@dataclass(frozen=True)
+class Background:
+    """Features of photos that are none of anyone's classes, in a base checkpoint's own feature space: taught as one
+    more class, "none of these", so that a taught model has seen something unlike the visitor's photos."""
+
+    features: np.ndarray  # (rows, features) float32
+    about: str  # what the rows are built from, for the card
+
+
+def background(clf: Classifier, width: int) -> Background | None:
+    """The base checkpoint's ``teach_background.npz`` (``features``, ``about``), or None where it has none or its rows
+    are not ``width`` wide (a bank is only valid in the feature space it was computed in)."""
+    path = clf.folder / BACKGROUND_FILE if clf.folder is not None else None
+    if path is None or not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as bank:
+        rows, about = bank["features"].astype(np.float32), str(bank["about"])
+    return Background(rows, about) if rows.ndim == 2 and rows.shape[1] == width else None
+
+
 def base_classifier(base: str | os.PathLike | Classifier | None) -> Classifier:
     if isinstance(base, Classifier):
         return base
@@ -309,6 +339,33 @@ def write_checkpoint(clf: Classifier, base, out: Path, labels: list[str], fit, c
                             n_base=len(clf.all_labels), repo_id=repo_id)
 
 
+def fit_classes(x: np.ndarray, y: np.ndarray, labels: list[str], bank: Background | None) -> tuple:
+    """(the head, its calibration, the held-out metrics) for features ``x`` of classes ``y``. With a background
+    bank its rows are one more class, "none of these", and the threshold answers KEEP_RATE_WITH_BACKGROUND of the
+    held-out photos of the taught classes; the metrics are always on the taught classes' photos alone, their
+    answer being the best taught class."""
+    n = len(labels)
+    if bank is not None:
+        x, y = np.concatenate([x, bank.features]), np.concatenate([y, np.full(len(bank.features), n)])
+    all_labels = [*labels, NONE_OF_THESE] if bank is not None else labels
+    fit = fit_head(x, y, len(all_labels))
+    ood = NONE_OF_THESE if bank is not None else None
+    calib = calibration.fit(fit.heldout_logits, y, all_labels, ood,
+                            keep_rate=KEEP_RATE_WITH_BACKGROUND if bank is not None else KEEP_RATE)
+    taught = y < n
+    probs, score = calibration.in_scope_scores(fit.heldout_logits[taught], all_labels,
+                                               calib["calibration_temperature"], ood)
+    metrics = {**report(y[taught], probs.argmax(-1), labels), "method": f"{fit.folds}-fold",
+               "n_photos": int(taught.sum()), "C": fit.C, **calib,
+               "keep_rate": float((score >= calib["abstain_threshold"]).mean())}
+    if bank is not None:  # and how much of the bank itself the held-out models abstained on
+        _, other = calibration.in_scope_scores(fit.heldout_logits[~taught], all_labels,
+                                               calib["calibration_temperature"], ood)
+        metrics["background"] = {"rows": len(bank.features), "about": bank.about,
+                                 "abstained": float((other < calib["abstain_threshold"]).mean())}
+    return fit, calib, metrics
+
+
 def teach(photos: Mapping[str, Sequence[ImageSource | tuple[str, ImageSource]]], output_dir: str | os.PathLike, *,
           base: str | os.PathLike | Classifier | None = None, limits: TeachLimits = TeachLimits(),
           progress: Callable[[int, int], None] | None = None, cache: Features | None = None,
@@ -333,14 +390,11 @@ def teach(photos: Mapping[str, Sequence[ImageSource | tuple[str, ImageSource]]],
     x, y, unreadable = features(clf, kept, progress, cache)
     skipped += unreadable
     check_counts(y, labels, skipped, duplicates, limits)
-    fit = fit_head(x, y, len(labels))
-    calib = calibration.fit(fit.heldout_logits, y, labels, None, keep_rate=KEEP_RATE)
-    _, score = calibration.in_scope_scores(fit.heldout_logits, labels, calib["calibration_temperature"], None)
-    metrics = {**report(y, fit.heldout_logits.argmax(-1), labels), "method": f"{fit.folds}-fold",
-               "n_photos": len(y), "C": fit.C, **calib,
-               "keep_rate": float((score >= calib["abstain_threshold"]).mean())}
+    bank = background(clf, x.shape[1])
+    fit, calib, metrics = fit_classes(x, y, labels, bank)
     counts = {label: int(n) for label, n in zip(labels, np.bincount(y, minlength=len(labels)), strict=True)}
-    folder = write_checkpoint(clf, base, Path(output_dir), labels, fit, calib, metrics, counts, repo_id)
+    folder = write_checkpoint(clf, base, Path(output_dir), [*labels, NONE_OF_THESE] if bank else labels, fit, calib,
+                              metrics, counts, repo_id)
     return Taught(folder=folder, labels=labels, metrics=metrics, counts=counts, skipped=skipped,
                   duplicates=duplicates, seconds=time.perf_counter() - start)
 

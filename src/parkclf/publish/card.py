@@ -205,6 +205,15 @@ Each photo was scored by a model fitted without it.
 Softmax temperature {{ "%.3f" | format(calibration.calibration_temperature) }}, fitted on the cross-validated
 scores. The app answers "not one of my classes" when the calibrated probability of the best class is below
 {{ "%.3f" | format(calibration.abstain_threshold) }}. Both live in `config.json`.
+{%- if calibration.background %}
+
+"{{ calibration.out_of_scope_label }}" is a class of its own: the classifier was fitted against
+{{ calibration.background.rows }} rows of features of other photos, shipped with the base model
+({{ calibration.background.about }}). Photos of none of the classes above get that answer, or a best class below the
+threshold; the threshold answers {{ "%.0f" | format(100 * keep_rate) }}% of the held-out photos of the classes above,
+and the held-out models abstained on {{ "%.0f" | format(100 * calibration.background.abstained) }}% of those other
+rows.
+{%- endif %}
 
 ## Training data
 
