@@ -76,6 +76,32 @@ def test_cross_validation_scores_each_photo_without_it_and_folds_keep_classes_ev
     assert fit.weight.flags["C_CONTIGUOUS"]
 
 
+def test_a_background_bank_is_taught_as_none_of_these_and_kept_out_of_the_metrics():
+    """Three clusters taught, a fourth the bank: the bank's rows become the out-of-scope class, the metrics count only
+    the taught photos, and a photo from the bank's region is abstained on while the taught ones are answered."""
+    from parkclf.calibration import in_scope_scores
+    from parkclf.teach import KEEP_RATE_WITH_BACKGROUND, NONE_OF_THESE, Background, fit_classes
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 4, (4, 16))
+    x = np.concatenate([centres[c] + rng.normal(0, 1, (20, 16)) for c in range(3)]).astype(np.float32)
+    y = np.repeat(np.arange(3), 20)
+    bank = Background((centres[3] + rng.normal(0, 1, (30, 16))).astype(np.float32), "a test cluster")
+    fit, calib, metrics = fit_classes(x, y, ["a", "b", "c"], bank)
+    assert fit.weight.shape == (4, 16) and calib["out_of_scope_label"] == NONE_OF_THESE
+    assert metrics["n_photos"] == 60 and sum(map(sum, metrics["confusion"])) == 60
+    assert list(metrics["per_class"]) == ["a", "b", "c"]
+    assert metrics["keep_rate"] >= KEEP_RATE_WITH_BACKGROUND - 0.05  # all, where the scores tie at 1
+    assert metrics["background"] == {"rows": 30, "about": "a test cluster", "abstained": pytest.approx(1.0, abs=0.05)}
+    new = np.concatenate([centres[:3] + rng.normal(0, 1, (3, 16)), centres[3:] + rng.normal(0, 1, (1, 16))])
+    _, score = in_scope_scores(new @ fit.weight.T + fit.bias, ["a", "b", "c", NONE_OF_THESE],
+                               calib["calibration_temperature"], NONE_OF_THESE)
+    assert (score[:3] >= calib["abstain_threshold"]).all() and score[3] < calib["abstain_threshold"]
+    # without a bank: the taught classes only, and the high keep rate of before
+    fit, calib, metrics = fit_classes(x, y, ["a", "b", "c"], None)
+    assert fit.weight.shape == (3, 16) and calib["out_of_scope_label"] is None and "background" not in metrics
+
+
 def test_the_report_counts_what_a_person_reads():
     r = head.report(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), ["a", "b", "c"])
     assert r["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
@@ -169,6 +195,7 @@ def _classes(n_classes: int = 2, per_class: int = 3) -> dict[str, list[bytes]]:
     (["CON", "c"], "cannot be a folder name"),
     (["x" * 65, "c"], "at most 64"),
     ([f"c{i}" for i in range(11)], "At most 10 classes"),
+    (["None of these", "c"], "what the model answers for a photo unlike all"),
 ])
 def test_class_names_and_counts_that_cannot_be_taught_get_a_sentence(names, message, tmp_path):
     photos = {n: [_jpeg(i), _jpeg(i + 50)] for i, n in enumerate(names)}
