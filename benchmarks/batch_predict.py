@@ -17,14 +17,13 @@ import argparse
 import csv
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from parkclf.hardware import machine  # the CPU's name and flags beside every figure
 from parkclf.images import image_files
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,21 +41,6 @@ with open(output, "w") as f:
     for path in open(listing).read().splitlines():
         f.write(json.dumps({"path": path, "label": classify(path, top_k=1)[0]["label"]}) + "\\n")
 """
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-
-    def ver(name):
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return None
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
-            **{name: ver(name) for name in ("torch", "transformers", "onnxruntime")}}
 
 
 def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
@@ -123,7 +107,8 @@ def main(argv=None) -> dict:
 def report(r: dict) -> str:
     m, p, o, g = r["machine"], r["pipeline"], r["ours"], r["agreement"]
     return "\n".join([
-        f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), load average at start "
+        f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads']} usable), flags {' '.join(m['cpu_flags'])}, "
+        f"load average at start "
         f"{m['load_average_at_start'][0]}; torch {m['torch']}, onnxruntime {m['onnxruntime']}",
         f"{r['photos']} photos, {r['model']}; whole commands, process start to exit", "",
         "| command | seconds | images/s |", "|---|---|---|",

@@ -3,8 +3,9 @@
     python benchmarks/engines.py             # the embedded model, batches of 16, 3 rounds
     python benchmarks/engines.py --smoke     # batches of 2, one round (CI: it runs)
 
-OpenVINO on the static int8 scales (what "auto" serves), ONNX Runtime's dynamic int8 and torch (fp32, or bf16 where
-the CPU has it) run the same random batch, taking turns each round, so drift in a shared VM's speed falls on all alike.
+OpenVINO on the static int8 scales and ONNX Runtime's dynamic int8 (the two that "auto" times at start), and torch
+(fp32, or bf16 where the CPU has it) run the same random batch, taking turns each round, so drift in a shared VM's
+speed falls on all alike.
 Prints milliseconds a photo (the best round, and every round) with the machine and its CPU flags, and writes
 benchmarks/results/engines.json (engines-smoke.json).
 """
@@ -18,17 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from serving import machine  # the same machine description as the serving benchmark
 
 from parkclf.engine import OnnxEngine, OpenVinoEngine, TorchEngine
+from parkclf.hardware import cpu_flags, machine
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_flags() -> list[str]:
-    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("flags")), [])
-    return sorted(f for f in flags if f.startswith(("avx", "amx")))
 
 
 def main() -> None:

@@ -19,11 +19,9 @@ import os
 import time
 from pathlib import Path
 
-from engines import cpu_flags
-from serving import machine
-
 from parkclf.classifier import Classifier
 from parkclf.engine import EXPLAIN_FILES, ONNX_DIR
+from parkclf.hardware import cpu_flags, machine
 from parkclf.images import image_files
 
 ROOT = Path(__file__).resolve().parents[1]

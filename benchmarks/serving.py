@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -34,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from parkclf.hardware import machine  # the CPU's name and flags beside every figure
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 EMBEDDED = ROOT / "models" / "parks-vit-small"
@@ -41,18 +42,6 @@ SERVERS = {"naive": [sys.executable, "benchmarks/naive_app.py"],
            "torch": [sys.executable, "app.py", "--engine", "torch"],
            "onnx": [sys.executable, "app.py"]}
 ENGINE = {"torch": "torch", "onnx": "auto"}  # the engine= of each path: "onnx" is what the app picks by default
-
-
-def machine() -> dict:
-    import torch
-
-    from parkclf.engine import cpu_threads
-    from parkclf.hardware import bf16_supported
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": cpu_threads(), "torch": torch.__version__,
-            "bf16": bf16_supported(), "python": platform.python_version()}
 
 
 def shared_photos() -> list[Path]:
@@ -324,7 +313,8 @@ def main(argv=None) -> dict:
 
 def report(r: dict) -> str:
     m, f, s, q = r["machine"], r["forward"], r["servers"], r["ratios"]
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads']} threads), torch {m['torch']}, bf16={m['bf16']}",
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads']} threads), flags {' '.join(m['cpu_flags'])}, "
+             f"torch {m['torch']}",
              "", "| measure | naive | torch | onnx | onnx vs torch | onnx vs naive |", "|---|---|---|---|---|---|",
              f"| forward pass, batch 1 ({f['torch']['engine']} / {f['onnx']['engine']}) | | {f['torch']['ms']} ms | "
              f"{f['onnx']['ms']} ms | {f['speedup_onnx_vs_torch']}x | |"]

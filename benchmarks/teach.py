@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from batch_predict import machine, timed
+from batch_predict import machine, timed  # parkclf.hardware's
 
 from parkclf.images import image_files
 
@@ -154,7 +154,8 @@ def main(argv=None) -> dict:
 
 def report(r: dict) -> str:
     m, s, mem = r["machine"], r["speed"], r["memory"]
-    lines = [f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), load average "
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores ({m['threads']} usable), flags {' '.join(m['cpu_flags'])}, "
+             f"load average "
              f"{m['load_average_at_start'][0]} at start, {m['load_average_at_end'][0]} at end; base {r['base']}", "",
              "| measure | value |", "|---|---|"]
     for q in r["quality"]:

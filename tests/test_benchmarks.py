@@ -18,9 +18,10 @@ def test_serving_benchmark_smoke():
     assert r.returncode == 0, r.stderr[-3000:]
     assert "| measure | naive | torch | onnx | onnx vs torch | onnx vs naive |" in r.stdout
     result = json.loads((ROOT / "benchmarks" / "results" / "serving-smoke.json").read_text())
-    # the app's default engine on the embedded model: OpenVINO on the static scales, where they and openvino are
-    assert result["forward"]["onnx"]["engine"] == ("openvino-int8-static" if has_static_int8(EMBEDDED)
-                                                   else "onnxruntime-int8")
+    # the app's default engine on the embedded model: the faster of OpenVINO on the static scales (where they and
+    # openvino are) and ONNX Runtime's int8
+    assert result["forward"]["onnx"]["engine"] in (("openvino-int8-static", "onnxruntime-int8")
+                                                   if has_static_int8(EMBEDDED) else ("onnxruntime-int8",))
     assert result["forward"]["torch"]["engine"].startswith("torch")
     for name, row in result["in_process"].items():  # where one photo's time goes, for both engines
         assert set(row["stages"]) == {"torch", "onnx"}, name

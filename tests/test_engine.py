@@ -4,9 +4,10 @@ no torch, and a checkpoint without one, where torch is missing, gets a message n
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from parkclf.engine import load_engine
+from parkclf.engine import has_static_int8, load_engine
 from parkclf.errors import UsageError
 
 from conftest import EMBEDDED, ROOT
@@ -40,7 +41,52 @@ print(clf.engine.name, "torch" in sys.modules, "transformers" in sys.modules)
 """
     r = run_python(code)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.split() == ["openvino-int8-static", "False", "False"], r.stdout
+    engine, *imported = r.stdout.split()
+    assert engine in ("openvino-int8-static", "onnxruntime-int8") and imported == ["False", "False"], r.stdout
+
+
+class Timed:
+    """An engine that takes ``seconds`` a forward."""
+
+    def __init__(self, name: str, seconds: float):
+        self.name, self.seconds, self.calls = name, seconds, 0
+
+    def logits(self, pixel_values):
+        import time
+
+        self.calls += 1
+        time.sleep(self.seconds)
+        return np.zeros((len(pixel_values), 2), np.float32)
+
+
+@pytest.mark.parametrize("order", [(0.002, 0.06), (0.06, 0.002)])
+def test_auto_serves_with_the_engine_that_was_faster_on_the_probe_and_says_so(order, caplog):
+    from parkclf.engine import TIMED_RUNS, fastest
+
+    engines = [Timed("first", order[0]), Timed("second", order[1])]
+    with caplog.at_level("INFO", logger="parkclf.engine"):
+        chosen = fastest([lambda e=e: e for e in engines], np.zeros((1, 3, 8, 8), np.float32))
+    assert chosen is engines[int(np.argmin(order))]
+    assert [e.calls for e in engines] == [1 + TIMED_RUNS] * 2  # a warm-up, then the timed runs
+    line = caplog.records[-1].getMessage()
+    assert line.startswith("engine auto: first ") and ", second " in line and f"a photo -> {chosen.name} (" in line
+    assert "cores" in line  # the CPU beside the figures
+
+
+def test_auto_times_both_int8_engines_on_the_embedded_model(caplog):
+    """Both engines that can run the export are built and timed; the log line names both and the one kept."""
+    from parkclf.classifier import Classifier
+
+    if not has_static_int8(EMBEDDED):
+        pytest.skip("the embedded model has no static int8 ranges, or openvino is not installed")
+    with caplog.at_level("INFO", logger="parkclf.engine"):
+        clf = Classifier.from_pretrained(str(EMBEDDED))
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("engine auto:"))
+    assert "openvino-int8-static" in line and "onnxruntime-int8" in line and line.endswith(")")
+    assert f"-> {clf.engine.name} (" in line
+    assert clf.engine.name in ("openvino-int8-static", "onnxruntime-int8")
+    pinned = Classifier.from_pretrained(str(EMBEDDED), engine="onnx")
+    assert pinned.engine.name == "onnxruntime-int8"  # ENGINE pins it, as before
 
 
 def test_auto_picks_onnx_where_the_checkpoint_has_it_and_torch_else(tiny_vit, tmp_path):

@@ -51,7 +51,7 @@ def test_the_static_graph_answers_like_the_dynamic_one_and_batches_without_chang
 
 
 def test_the_app_serves_the_static_graph_and_explains_on_onnx_runtime(pixels):
-    clf = Classifier.from_pretrained(str(EMBEDDED))
+    clf = Classifier.from_pretrained(str(EMBEDDED), engine="openvino")
     assert clf.engine.name == "openvino-int8-static"
     _, pred, heat = clf.explain(str(PHOTOS[0]))
     _, same, ort_heat = pixels[0].explain(str(PHOTOS[0]))  # the relevance graph on ONNX Runtime in both

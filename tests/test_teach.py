@@ -330,7 +330,8 @@ def test_the_taught_embedded_model_gives_the_same_answers_in_the_app_and_in_tran
     print(f"\n{len(test) + len(unseen)} scene photos: app vs pipeline {agree:.3f}, app vs dynamic int8 "
           f"{same_graph:.3f}, app accuracy {correct:.3f} (held-out estimate {taught.metrics['accuracy']:.3f}), "
           f"mountain photos abstained {abstained_unseen:.2f}")
-    assert app.engine.name == ("openvino-int8-static" if has_static_int8(BASE) else "onnxruntime-int8")
+    assert app.engine.name in (("openvino-int8-static", "onnxruntime-int8") if has_static_int8(BASE)
+                               else ("onnxruntime-int8",))  # auto: whichever was faster here
     assert len(test) >= 30 and agree >= 0.95  # int8 against fp32: an abstain decision at the threshold may flip
     assert same_graph >= 0.95  # static scales against dynamic ones (the page itself is tested below)
     assert correct >= 0.8

@@ -35,6 +35,12 @@ class Prediction:
         return {"label": self.label, "confidences": self.confidences, "abstained": self.abstained}
 
 
+def warm_up_photo(preprocessor: Preprocessor) -> Image.Image:
+    """A plain grey photo of the model's input size: what warms the engine up and times it (engine "auto")."""
+    h, w = image_size(preprocessor)
+    return Image.new("RGB", (w, h), (128, 128, 128))
+
+
 class Classifier:
     def __init__(self, engine: Engine, preprocessor: Preprocessor, config: dict, folder: Path | None = None):
         self.engine = engine
@@ -53,11 +59,13 @@ class Classifier:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, *, engine: str = "auto") -> Classifier:
-        """A local checkpoint folder or a Hub model id; ``engine`` as :func:`parkclf.engine.load_engine` takes it."""
+        """A local checkpoint folder or a Hub model id; ``engine`` as :func:`parkclf.engine.load_engine` takes it
+        ("auto" times the engines that can run the export on a grey photo and keeps the faster)."""
         folder = resolve(name_or_path)
         config = json.loads((folder / "config.json").read_text())
-        return cls(load_engine(folder, engine=engine, patch_size=config.get("patch_size", 16)),
-                   Preprocessor.from_pretrained(folder), config, folder)
+        preprocessor = Preprocessor.from_pretrained(folder)
+        return cls(load_engine(folder, engine=engine, patch_size=config.get("patch_size", 16),
+                               probe=preprocessor([warm_up_photo(preprocessor)])), preprocessor, config, folder)
 
     @classmethod
     def from_model(cls, model, preprocessor: Preprocessor, **kw) -> Classifier:
@@ -94,8 +102,7 @@ class Classifier:
 
     def warm_up(self) -> None:
         """One forward at start-up, so the first user does not pay for kernel selection."""
-        h, w = image_size(self.preprocessor)
-        self.predict_images([Image.new("RGB", (w, h), (128, 128, 128))])
+        self.predict_images([warm_up_photo(self.preprocessor)])
 
     def explain(self, source: ImageSource) -> tuple[Image.Image, Prediction, np.ndarray]:
         """Overlay of the patches that pushed the predicted class up, the prediction, and the raw map."""

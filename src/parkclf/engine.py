@@ -253,14 +253,25 @@ class TorchEngine:
 
 
 ENGINES = ("auto", "openvino", "onnx", "onnx-int8", "onnx-fp32", "torch")
+TIMED_RUNS = 2  # forwards of the probe each engine gets after its first (compile and warm-up); the best counts
 
 
-def load_engine(folder: str | Path, *, engine: str = "auto", patch_size: int) -> Engine:
-    """``engine``: "auto" (OpenVINO where the export has its activation ranges, else ONNX Runtime where the checkpoint
-    has onnx/, else torch), "openvino", "onnx" (ONNX Runtime), "onnx-fp32", "onnx-int8" or "torch"."""
+def load_engine(folder: str | Path, *, engine: str = "auto", patch_size: int,
+                probe: np.ndarray | None = None) -> Engine:
+    """``engine``: "auto", "openvino", "onnx" (ONNX Runtime), "onnx-fp32", "onnx-int8" or "torch".
+
+    "auto" serves from the export's graphs, never torch where they exist. Where both OpenVINO (the export's static
+    int8, its activation ranges) and ONNX Runtime (its int8 graph, else fp32) can run them, and ``probe`` pixel values
+    are given, both are timed on the probe and the faster one serves (:func:`fastest`): which one that is depends on
+    the CPU (VNNI and AMX favour OpenVINO's static int8; on AVX2 alone ONNX Runtime's dynamic int8 is faster). Both
+    int8 graphs passed the same export gate against fp32, so their answers differ only on close calls. Without a
+    probe, OpenVINO where it can, else ONNX Runtime."""
     if engine == "torch" or (engine == "auto" and not has_onnx(folder)):
         return TorchEngine.from_pretrained(folder)
     static = engine in ("auto", "openvino") and has_static_int8(folder)
+    if engine == "auto" and static and probe is not None:
+        return fastest([lambda: OpenVinoEngine(folder, patch_size=patch_size),
+                        lambda: OnnxEngine(folder, patch_size=patch_size)], probe)
     if engine == "openvino" or (engine == "auto" and static):
         if not static:
             raise UsageError(f"{folder} has no {ONNX_DIR}/activation_ranges.json, or openvino/onnx are not "
@@ -271,3 +282,27 @@ def load_engine(folder: str | Path, *, engine: str = "auto", patch_size: int) ->
     if engine in ("onnx-fp32", "onnx-int8"):
         return OnnxEngine(folder, precision=engine.split("-")[1], patch_size=patch_size)
     raise UsageError(f"engine={engine!r}: use one of {', '.join(ENGINES)}.")
+
+
+def fastest(makers, probe: np.ndarray) -> Engine:
+    """Build each engine, run ``probe`` through it once (compiling, warming up), time TIMED_RUNS more and keep the
+    fastest; the others are dropped as soon as they lose. Logs the choice and every time in one line."""
+    import logging
+    import time
+
+    from .hardware import describe
+
+    best, best_s, times = None, float("inf"), []
+    for make in makers:
+        engine = make()
+        engine.logits(probe)
+        seconds = float("inf")
+        for _ in range(TIMED_RUNS):
+            start = time.perf_counter()
+            engine.logits(probe)
+            seconds = min(seconds, time.perf_counter() - start)
+        times.append(f"{engine.name} {seconds * 1000:.0f} ms")
+        if seconds < best_s:
+            best, best_s = engine, seconds
+    logging.getLogger(__name__).info("engine auto: %s a photo -> %s (%s)", ", ".join(times), best.name, describe())
+    return best

@@ -1,20 +1,66 @@
-"""What this machine can do fast, detected once at start-up."""
+"""What this machine can do fast, detected once, and how a benchmark or a log line names it."""
 
 from __future__ import annotations
 
 import functools
+import os
+import platform
 from pathlib import Path
 
-import torch
+# The CPU features that decide which engine is fastest: int8 dot products (AVX-512 VNNI, AVX-VNNI, AMX) and bf16
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+
+
+@functools.cache
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_name() -> str:
+    return next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines() if line.startswith("model name")),
+                platform.processor() or platform.machine())
+
+
+def cpu_flags() -> list[str]:
+    """The speed-relevant flags this CPU has, in SPEED_FLAGS order (AVX2-only machines show just avx2)."""
+    flags = set(next((line.split(":", 1)[1].split() for line in _cpuinfo().splitlines()
+                      if line.startswith("flags")), []))
+    return [f for f in SPEED_FLAGS if f in flags]
+
+
+def describe() -> str:
+    """One line for a log or a benchmark's header: the CPU's name, the cores this process may use, its flags."""
+    from .engine import cpu_threads
+
+    return f"{cpu_name()}, {cpu_threads()} of {os.cpu_count()} cores, {' '.join(cpu_flags()) or 'no AVX2'}"
+
+
+def machine() -> dict:
+    """What a benchmark's JSON records beside its figures."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from .engine import cpu_threads
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    return {"cpu": cpu_name(), "cpu_flags": cpu_flags(), "bf16": bool({"avx512_bf16", "amx_bf16"} & set(cpu_flags())),
+            "cores": os.cpu_count(), "threads": cpu_threads(),
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
+            **{name: ver(name) for name in ("torch", "transformers", "onnxruntime", "openvino")}}
 
 
 @functools.cache
 def bf16_supported() -> bool:
     """bf16 where it is native: CUDA with bf16, or a CPU with AVX512-BF16/AMX (else autocast is emulated and slower)."""
+    import torch
+
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return "avx512_bf16" in _cpuinfo() or "amx_bf16" in _cpuinfo()
