@@ -22,7 +22,7 @@ from parkclf.app.teach import Model, TaughtModels, TeachOptions, TeachTab, photo
 from parkclf.classifier import Classifier
 from parkclf.teach import Taught, TeachLimits
 
-from conftest import COLOURS, EMBEDDED, ROOT, make_photo
+from conftest import COLOURS, EMBEDDED, ROOT, SCENES, make_photo, needs_shared
 from hub_standin import RecordingHfApi, calls, fingerprint
 
 # the base whose backbone teaching reuses: the embedded model (PARKCLF_TEACH_BASE: another checkpoint with onnx/)
@@ -223,6 +223,106 @@ def stored(store: TaughtModels, classifier: Classifier, session: str) -> Model:
     model = Model(Taught(home / "model", classifier.labels, {}, {}), classifier, Endpoints(classifier), home)
     store.put(session, model)
     return model
+
+
+@needs_shared
+def test_try_it_answers_as_the_checkpoint_loaded_on_its_own_does(tab, tmp_path):
+    """Try it runs the taught classifier in NumPy on the served model's features (no second engine to hold); its
+    answers are the downloaded checkpoint's, served alone, up to float rounding: on real photos of the taught
+    scenes and of one it never saw, and with an out-of-scope class in the config, which both read the same way."""
+    import json
+    import shutil
+
+    from parkclf.classifier import load
+
+    scenes = ("buildings", "forest", "sea")
+    names = [*scenes, *[""] * 7]
+    files = [[upload(p) for p in sorted((SCENES / "train" / c).glob("*.jpg"))[:8]] for c in scenes] + [None] * 7
+    assert "Taught 3 classes" in teach_all(tab, "alice", names=names, files=files)[0]
+    model = tab.store.get("alice")
+    tried = [str(p) for c in (*scenes, "glacier") for p in sorted((SCENES / "test" / c).glob("*.jpg"))[:4]]
+    with_other = tmp_path / "with-other"
+    shutil.copytree(model.taught.folder, with_other)
+    config = json.loads((with_other / "config.json").read_text())
+    (with_other / "config.json").write_text(json.dumps({**config, "out_of_scope_label": "sea"}))
+    for served_here, alone in [(model.classifier, load(str(model.taught.folder))),
+                               (Classifier.over(tab.base, str(with_other)), load(str(with_other)))]:
+        assert served_here.labels == alone.labels and served_here.out_of_scope_label == alone.out_of_scope_label
+        for here, there in zip(served_here.predict_batch(tried), alone.predict_batch(tried), strict=True):
+            assert (here.label, here.abstained) == (there.label, there.abstained), (here, there)
+            assert here.confidences.keys() == there.confidences.keys()
+            assert all(abs(here.confidences[k] - there.confidences[k]) < 2e-3 for k in here.confidences), (here, there)
+            assert abs(here.score - there.score) < 2e-3
+    assert "sea" not in Classifier.over(tab.base, str(with_other)).predict(tried[0]).confidences
+    assert model.classifier.engine.base is tab.base.engine  # the served engine, not one of its own
+
+
+def test_reading_waits_for_teaching_and_trying_and_readers_take_turns():
+    """Turns: a batch of reading starts only while nothing interactive runs, interactive work waits only for the batch
+    in progress, and readers go in the order they asked."""
+    import threading
+
+    from parkclf.app.teach_photos import Turns
+
+    turns, log = Turns(), []
+
+    def read(name: str, batches: int):
+        for i in range(batches):
+            with turns.reading():
+                log.append(f"{name}{i}")
+                time.sleep(0.05)
+
+    with turns.interactive():  # a fit: no reading starts meanwhile
+        readers = [threading.Thread(target=read, args=(n, 3)) for n in "ab"]
+        for t in readers:
+            t.start()
+            time.sleep(0.02)
+        time.sleep(0.2)
+        assert log == []
+    time.sleep(0.12)  # a batch or two: then a tried photo comes
+    started = time.monotonic()
+    with turns.interactive():
+        waited, seen = time.monotonic() - started, list(log)
+        time.sleep(0.1)
+        assert log == seen  # nothing read while it runs
+    for t in readers:
+        t.join(5)
+    assert waited < 0.09, waited  # at most the batch in progress (0.05 s)
+    assert log == ["a0", "b0", "a1", "b1", "a2", "b2"], log  # in turns, not one reader's photos all first
+
+
+def test_one_fit_at_a_time_while_visitors_read_at_once(tab, tmp_path, monkeypatch):
+    import threading
+
+    running, overlaps, real = [], [], tab_module.teach
+
+    def teach(*args, **kw):
+        running.append(1)
+        overlaps.append(len(running))
+        time.sleep(0.3)
+        try:
+            return real(*args, **kw)
+        finally:
+            running.pop()
+
+    monkeypatch.setattr(tab_module, "teach", teach)
+    results = {}
+    names, files = rows(tmp_path, per_class=3)
+    threads = [threading.Thread(target=lambda s=s: results.setdefault(s, teach_all(tab, s, names=names,
+                                                                                   files=files))) for s in "abc"]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert all("Taught 3 classes" in results[s][0] for s in "abc") and overlaps == [1, 1, 1], overlaps
+
+
+def test_a_refusal_after_a_model_says_that_the_earlier_one_is_still_there(tab, tmp_path):
+    names, files = rows(tmp_path, per_class=3, classes=("red", "blue"))
+    teach_all(tab, "hana", names=names, files=files)
+    summary = teach_all(tab, "hana", names=["red", *[""] * 9], files=files[:1] + [None] * 9)[0]
+    assert summary.startswith("**Not taught.** Teaching needs at least 2 classes") and "(Red, Blue)" in summary
+    assert tab.try_photo(files[1][0], False, "hana")[0]["label"] == "Blue"
 
 
 def test_models_are_dropped_past_the_count_oldest_first_and_after_their_time_with_their_files(served, tmp_path):

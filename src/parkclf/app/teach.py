@@ -18,6 +18,7 @@ needs Sign in with Hugging Face, which works on a Space with ``hf_oauth: true``.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import threading
@@ -73,6 +74,7 @@ class TeachTab:
         self.turns = Turns()
         self.reader = Reader(self.base, self.options.limits, self.features, self.turns)
         self.fitting = threading.Lock()  # one fit at a time: two would only share the cores
+        self._presses, self._latest, self._latest_lock = itertools.count(), {}, threading.Lock()
 
     def gather(self, zip_payload, names: list, files: list) -> tuple[dict, list]:
         """({class: photos}, [(name, why skipped)]) from either the class rows or one zip."""
@@ -100,8 +102,11 @@ class TeachTab:
     def run(self, zip_payload, names: list, files: list, session: str):
         """Read what this session has not read yet, teach, keep the model for ``session``; yield (summary, per-class
         rows, confusion picture, the after-teaching section, the download button), the summary saying how far the
-        reading has got, then the results, or why nothing was taught (no error: it stays in the results area)."""
-        t0 = time.perf_counter()
+        reading has got, then the results, or why nothing was taught (no error: it stays in the results area).
+        Of two runs of one session at once (the page runs them one after the other), the later press wins."""
+        t0, press, model = time.perf_counter(), next(self._presses), None
+        with self._latest_lock:
+            self._latest[session] = press
         try:
             photos, skipped = self.gather(zip_payload, names, files)
             everything = [photo for entries in photos.values() for photo in entries]
@@ -112,11 +117,22 @@ class TeachTab:
                 yield ("Your photos are read; teaching starts when another visitor's model is taught…",
                        *[keep() for _ in range(4)])
             with self.fitting, self.turns.interactive():
-                model = self.fit(photos, session)
+                model = None if self._latest.get(session) != press else self.fit(photos, session)
         except gr.Error as e:
             yield refusal(e.message, self.store.get(session)), *[keep() for _ in range(4)]
             return
-        self.store.put(session, model)
+        finally:
+            with self._latest_lock:
+                latest = self._latest.get(session) == press
+                if latest:
+                    del self._latest[session]
+                    if model is not None:
+                        self.store.put(session, model)
+        if not latest:
+            if model is not None:
+                shutil.rmtree(model.home, ignore_errors=True)
+            yield "**Replaced** by your newer press of Teach, which the page shows next.", *[keep() for _ in range(4)]
+            return
         taught = model.taught
         logger.info("taught %d classes from %d photos in %.1fs", len(taught.labels), sum(taught.counts.values()),
                     time.perf_counter() - t0)
