@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from parkclf.app.teach_photos import READ_BATCH
+
 from conftest import COLOURS, EMBEDDED, make_photo
 from live import AppServer, RawHTTP
 
@@ -136,7 +138,7 @@ def test_visitors_teaching_at_once_each_get_their_own_model(server, tmp_path):
     assert not ok and "no taught model in this session" in message, message
     # the summary said how far the reading had got, batch by batch, before the results
     said = [m["output"]["data"][0] for m in alice.messages if m.get("msg") == "process_generating"]
-    assert said[0] == "Reading your photos: 8 of 12…", said  # later messages are diffs of it
+    assert said[0] == f"Reading your photos: {READ_BATCH} of 12…", said  # later messages are diffs of it
 
 
 def test_a_second_teach_while_one_is_pending_teaches_again_and_try_it_uses_the_new_model(server, tmp_path):

@@ -19,6 +19,7 @@ import pytest
 
 from parkclf.app import teach as tab_module
 from parkclf.app.teach import Model, TaughtModels, TeachOptions, TeachTab, photos_from_rows
+from parkclf.app.teach_photos import READ_BATCH
 from parkclf.classifier import Classifier
 from parkclf.teach import Taught, TeachLimits
 
@@ -70,7 +71,7 @@ def tab(served, tmp_path):
 def test_class_rows_teach_a_model_that_this_session_tries_and_downloads(tab, tmp_path):
     names, files = rows(tmp_path)
     shown = list(tab.run(None, names, files, "alice"))
-    assert [s[0] for s in shown[:-1]] == ["Reading your photos: 8 of 24…", "Reading your photos: 16 of 24…"]
+    assert [s[0] for s in shown[:-1]] == [f"Reading your photos: {n} of 24…" for n in range(READ_BATCH, 24, READ_BATCH)]
     summary, per_class, confusion, after, download = shown[-1]
     assert "Taught 3 classes from 24 photos" in summary and "Held-out accuracy" in summary, summary
     assert [r[0] for r in per_class] == ["Red", "Green", "Blue"] and [r[1] for r in per_class] == [8, 8, 8]

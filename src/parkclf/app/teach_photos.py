@@ -19,11 +19,13 @@ from contextlib import contextmanager
 from pathlib import PurePosixPath
 
 from ..classifier import Classifier
-from ..teach import Features, TeachLimits, precompute
+from ..teach import Features, TeachLimits, precompute, unread
 from . import many
 from .api import file_path, refuse
 
-READ_BATCH = 8  # photos read per turn: what another visitor's Teach or Try it may wait for (3 to 7 s on 2 cores)
+# photos read per turn: what another visitor's Teach or Try it may wait for (1.6 to 3.6 s on 2 cores). Small batches
+# cost reading little: OpenVINO runs fewer than 16 photos one at a time anyway (parkclf.engine.OpenVinoEngine)
+READ_BATCH = 4
 
 
 def slug(labels: list[str]) -> str:
@@ -157,12 +159,16 @@ class Reader:
     def read(self, photos: Sequence, session: str) -> Iterator[tuple[int, int]]:
         """Yield (photos read so far, of how many) after each batch; the features go to ``session``'s. A photo that
         cannot be read is left out here (Teach says why), and a session stops at ``limits.max_total`` photos."""
-        cache, ready = self.features.get(session), 0
-        for start in range(0, len(photos), READ_BATCH):
+        cache = self.features.get(session)
+        todo = unread(photos, cache)  # what is read already takes no turn: a Teach on read photos goes on at once
+        ready = len(photos) - len(todo)
+        for start in range(0, len(todo), READ_BATCH):
             with self.turns.reading():
                 # precompute skips what the cache holds: a batch another reader of this session (the row's
                 # reading event, or Teach) read meanwhile costs nothing
-                ready += precompute(photos[start:start + READ_BATCH], cache, base=self.base, limits=self.limits)
+                ready += precompute(todo[start:start + READ_BATCH], cache, base=self.base, limits=self.limits)
+            yield ready, len(photos)
+        if not todo:
             yield ready, len(photos)
 
     def lines(self, payload, session: str, zip_limits: many.ManyLimits) -> Iterator[str]:
