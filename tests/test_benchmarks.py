@@ -78,6 +78,10 @@ def test_teach_tab_benchmark_smoke():
     for figures in (at_once, after_reading):
         assert 0 < figures["ready_s"] <= figures["first_try_s"] and figures["ready_s"] <= figures["zip_s"], figures
     assert "read_s" not in at_once and after_reading["read_s"] > 0, run
+    result = json.loads((ROOT / "benchmarks" / "results" / "teach_tab-smoke.json").read_text())
+    two, memory = result["two_visitors"], result["memory"]
+    assert 0 < two["ready_s"] <= two["first_try_s"] and two["alone_ready_s"] == after_reading["ready_s"], two
+    assert memory["per_model_mb"] < 100, memory  # a taught model on its own compiled engine costs about 190
 
 
 @pytest.mark.skipif(not (EMBEDDED / "onnx").exists(), reason="the embedded model's onnx/ is missing")

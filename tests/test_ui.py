@@ -19,15 +19,37 @@ def test_verdict_says_none_of_them_when_abstaining():
     assert text.startswith("**Yosemite**, probably") and "30%: a low-confidence guess" in text
 
 
+def bars(shown: dict) -> dict[str, float]:
+    return {c["label"]: c["confidence"] for c in shown["confidences"]}
+
+
 def test_label_headline_agrees_with_the_verdict():
     # p(other) = 0.6 is larger than the best park's 0.3, but the photo is answered: the headline must be the park
     p = Prediction(label="yosemite", confidences={"sequoia": 0.05, "yellowstone": 0.05, "yosemite": 0.3},
                    abstained=False, score=0.3)
-    shown = label_value(p, has_out_of_scope=True)
-    assert max(shown, key=shown.get) == "Yosemite" and NONE_OF_THESE not in shown
+    assert label_value(p, has_out_of_scope=True)["label"] == "Yosemite"
     p.abstained = True
+    assert label_value(p, has_out_of_scope=True)["label"] == NONE_OF_THESE
+
+
+def test_the_bars_add_up_with_a_none_of_these_bar_whenever_the_model_has_an_out_of_scope_score():
+    """The One photo tab on a low-confidence answer (issue 32): Yosemite 27%, Yellowstone 5%, Sequoia 0% showed no
+    sign of where the other 68% went."""
+    p = Prediction(label="yosemite", confidences={"sequoia": 0.002, "yellowstone": 0.05, "yosemite": 0.27},
+                   abstained=False, score=0.27)
     shown = label_value(p, has_out_of_scope=True)
-    assert max(shown, key=shown.get) == NONE_OF_THESE and abs(shown[NONE_OF_THESE] - 0.6) < 1e-9
+    assert abs(sum(bars(shown).values()) - 1) < 1e-9 and abs(bars(shown)[NONE_OF_THESE] - 0.678) < 1e-9
+    assert [c["label"] for c in shown["confidences"]] == [NONE_OF_THESE, "Yosemite", "Yellowstone", "Sequoia"]
+    assert shown["label"] == "Yosemite"  # the largest bar is not the headline: the model answered Yosemite
+    # a model with no out-of-scope class (a taught one): its classes' probabilities already add up to 1
+    p = Prediction(label="sea", confidences={"sea": 0.7, "forest": 0.3}, abstained=False, score=0.7)
+    assert bars(label_value(p, has_out_of_scope=False)) == {"Sea": 0.7, "Forest": 0.3}
+    # what Gradio's Label widget is sent: the headline as given, the bars as given
+    from parkclf.app.answer import Answer
+
+    sent = Answer().postprocess(shown)
+    assert sent.label == "Yosemite" and [c.label for c in sent.confidences][0] == NONE_OF_THESE
+    assert Answer().postprocess({"a": 0.2, "b": 0.8}).label == "b"  # a plain dict as gr.Label takes it
 
 
 def test_demo_builds_with_named_endpoints(tiny_vit, tmp_path):

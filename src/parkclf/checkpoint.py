@@ -42,6 +42,18 @@ def classifier_keys(tensors: dict[str, np.ndarray], n_labels: int) -> tuple[str,
     return found[0], found[0][:-len("weight")] + "bias"
 
 
+def read_head(folder: Path, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """(weight (labels, features), bias) of a checkpoint's classifier, read from its ``model.safetensors`` without
+    loading the rest (a taught model's "Try it" runs this head on the served model's features)."""
+    from safetensors import safe_open
+
+    with safe_open(folder / WEIGHTS, framework="numpy") as f:
+        shapes = {k: f.get_slice(k).get_shape() for k in f.keys()}  # noqa: SIM118 - safe_open is no dict
+        stand_ins = {k: np.empty(shape if len(shape) != 2 else (shape[0], 0)) for k, shape in shapes.items()}
+        w_key, b_key = classifier_keys(stand_ins, n_labels)
+        return f.get_tensor(w_key).astype(np.float32), f.get_tensor(b_key).astype(np.float32)
+
+
 def write_weights(base: Path, out: Path, weight: np.ndarray, bias: np.ndarray, n_base: int) -> None:
     from safetensors.numpy import load_file, save_file
 

@@ -68,6 +68,20 @@ class Classifier:
                                probe=preprocessor([warm_up_photo(preprocessor)])), preprocessor, config, folder)
 
     @classmethod
+    def over(cls, base: Classifier, name_or_path: str) -> Classifier:
+        """A checkpoint taught from ``base`` (``parkclf teach``: the same backbone, a new classifier), served on
+        ``base``'s engine: its features through this checkpoint's classifier, in NumPy. Answers as
+        ``from_pretrained`` would, up to float rounding, without compiling and holding a second backbone."""
+        from .checkpoint import read_head
+        from .engine import HeadEngine
+
+        folder = resolve(name_or_path)
+        config = json.loads((folder / "config.json").read_text())
+        weight, bias = read_head(folder, len(config["id2label"]))
+        engine = HeadEngine(base.engine, weight, bias, folder, patch_size=config.get("patch_size", 16))
+        return cls(engine, Preprocessor.from_pretrained(folder), config, folder)
+
+    @classmethod
     def from_model(cls, model, preprocessor: Preprocessor, **kw) -> Classifier:
         """Over a transformers model in memory (tests, training): its config carries labels and calibration."""
         return cls(TorchEngine(model, **kw), preprocessor, model.config.to_dict())

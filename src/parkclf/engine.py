@@ -53,18 +53,46 @@ def cpu_threads() -> int:
         return os.cpu_count() or 1
 
 
+def ort_session(graph: Path | bytes, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), opts,
+                                providers=["CPUExecutionProvider"])
+
+
+def explain_graph(onnx_dir: Path, precision: str) -> Path:
+    """The relevance graph of ``precision`` in ``onnx_dir``, else its fp32 one (export keeps the int8 one only where
+    it agrees with the model)."""
+    for path in (onnx_dir / EXPLAIN_FILES[precision], onnx_dir / EXPLAIN_FILES["fp32"]):
+        if path.exists():
+            return path
+    raise UsageError(f"{onnx_dir} has no explanation graph ({EXPLAIN_FILES[precision]}); rerun `parkclf export` on "
+                     "the model to write it.")
+
+
+def relevance(session, pixel_values: np.ndarray, patch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(per-patch relevance map, logits) of the first image from a relevance graph's session."""
+    from .explain import heat_from_tokens
+
+    # the graph picks the best of the real classes itself: export baked in the checkpoint's out-of-scope label
+    logits, tokens = session.run(["logits", "relevance"],
+                                 {"pixel_values": np.ascontiguousarray(pixel_values[:1], np.float32)})
+    return heat_from_tokens(tokens[0], pixel_values.shape[-2:], patch_size), logits
+
+
 class OnnxEngine:
     """ONNX Runtime on the CPU. The int8 graph is used where export wrote one (it is only written where it agrees
     with the fp32 model), else the fp32 one. The relevance graph is loaded on the first explanation."""
 
     def __init__(self, folder: str | Path, *, precision: str = "auto", patch_size: int, threads: int | None = None):
-        import onnxruntime as ort
-
         self.folder = Path(folder) / ONNX_DIR
         self.precision = self._pick(precision)
         self.name = f"onnxruntime-{self.precision}"
         self.patch_size = patch_size
-        self._ort = ort
         self._threads = threads or cpu_threads()
         self.session = self._forward()
         self._explain = None
@@ -81,12 +109,7 @@ class OnnxEngine:
         return "int8" if (self.folder / MODEL_FILES["int8"]).exists() else "fp32"
 
     def _session(self, graph: Path | bytes):
-        opts = self._ort.SessionOptions()
-        opts.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = self._threads
-        opts.inter_op_num_threads = 1
-        return self._ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), opts,
-                                          providers=["CPUExecutionProvider"])
+        return ort_session(graph, self._threads)
 
     def logits(self, pixel_values: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(pixel_values, np.float32)
@@ -113,20 +136,9 @@ class OnnxEngine:
         return np.concatenate([session.run([name], {"pixel_values": x[i:i + 1]})[0] for i in range(len(x))])
 
     def relevance(self, pixel_values: np.ndarray, real_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        from .explain import heat_from_tokens
-
         if self._explain is None:
-            path = self.folder / EXPLAIN_FILES[self.precision]
-            if not path.exists():
-                path = self.folder / EXPLAIN_FILES["fp32"]
-            if not path.exists():
-                raise UsageError(f"{self.folder} has no explanation graph ({EXPLAIN_FILES[self.precision]}); "
-                                 "rerun `parkclf export` on the model to write it.")
-            self._explain = self._session(path)
-        # the graph picks the best of the real classes itself: export baked in the checkpoint's out-of-scope label
-        logits, tokens = self._explain.run(["logits", "relevance"],
-                                           {"pixel_values": np.ascontiguousarray(pixel_values[:1], np.float32)})
-        return heat_from_tokens(tokens[0], pixel_values.shape[-2:], self.patch_size), logits
+            self._explain = self._session(explain_graph(self.folder, self.precision))
+        return relevance(self._explain, pixel_values, self.patch_size)
 
 
 class OpenVinoEngine(OnnxEngine):
@@ -196,6 +208,32 @@ class OpenVinoEngine(OnnxEngine):
 
     def features(self, pixel_values: np.ndarray) -> np.ndarray:
         return self._run(pixel_values, 1)
+
+
+class HeadEngine:
+    """A linear classifier (NumPy) over another engine's features: a taught checkpoint served on the compiled
+    backbone of the model it was taught from, with no engine of its own to compile and hold (about 190 MB each).
+    Its logits are what its own graphs compute, ``features @ weight.T + bias`` (:func:`parkclf.graphs.swap` writes
+    that float product into them), up to float rounding. Explanations run the checkpoint's relevance graph, loaded
+    for each one (a quarter of a second) and not kept."""
+
+    def __init__(self, base: Engine, weight: np.ndarray, bias: np.ndarray, folder: str | Path, *, patch_size: int):
+        if not hasattr(base, "features"):
+            raise UsageError(f"The {base.name} engine gives no features to run a taught head on; serve a model "
+                             "with onnx/.")
+        self.base, self.weight, self.bias = base, np.asarray(weight, np.float32), np.asarray(bias, np.float32)
+        self.folder, self.patch_size = Path(folder) / ONNX_DIR, patch_size
+        self.name = f"{base.name}+head"
+
+    def features(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.base.features(pixel_values)
+
+    def logits(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self.features(pixel_values) @ self.weight.T + self.bias
+
+    def relevance(self, pixel_values: np.ndarray, real_ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        graph = explain_graph(self.folder, "int8")
+        return relevance(ort_session(graph, cpu_threads()), pixel_values, self.patch_size)
 
 
 def has_static_int8(folder: str | Path) -> bool:

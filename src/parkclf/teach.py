@@ -248,6 +248,22 @@ def features(clf: Classifier, kept: list[Photo], progress: Callable[[int, int], 
     return x, np.asarray([kept[i].label for i in order], np.int64), skipped
 
 
+def _keyed(photos: Sequence[ImageSource | tuple[str, ImageSource]]) -> list[Photo]:
+    kept = []
+    for i, item in enumerate(photos):
+        given, source = item if isinstance(item, tuple) else (None, item)
+        data = _content(source)
+        if data:
+            kept.append(Photo(0, given or _name(source, "", i), source, hashlib.sha256(data).hexdigest()))
+    return kept
+
+
+def unread(photos: Sequence[ImageSource | tuple[str, ImageSource]], cache: Features) -> list:
+    """The items of ``photos`` whose features ``cache`` lacks (unreadable ones included), as given."""
+    keys = {id(p.source): p.key for p in _keyed(photos)}
+    return [item for item in photos if keys.get(id(item[1] if isinstance(item, tuple) else item)) not in cache]
+
+
 def precompute(photos: Sequence[ImageSource | tuple[str, ImageSource]], cache: Features, *,
                base: str | os.PathLike | Classifier | None = None, limits: TeachLimits = TeachLimits(),
                progress: Callable[[int, int], None] | None = None) -> int:
@@ -256,12 +272,7 @@ def precompute(photos: Sequence[ImageSource | tuple[str, ImageSource]], cache: F
 
     Nothing is refused here: a photo that cannot be read is left out, and :func:`teach` says why. The cache grows
     to at most ``limits.max_total`` photos, and a call past the pixel budget computes nothing."""
-    kept = []
-    for i, item in enumerate(photos):
-        given, source = item if isinstance(item, tuple) else (None, item)
-        data = _content(source)
-        if data:
-            kept.append(Photo(0, given or _name(source, "", i), source, hashlib.sha256(data).hexdigest()))
+    kept = _keyed(photos)
     todo = list({p.key: p for p in kept if p.key not in cache}.values())[:max(0, limits.max_total - len(cache))]
     if todo:
         clf = base_classifier(base)

@@ -17,6 +17,7 @@ import gradio as gr
 from ..classifier import Classifier, Prediction
 from ..tables import prediction_row
 from . import many, teach
+from .answer import Answer
 from .api import Endpoints, Limits, file_path, refuse
 from .feedback import FeedbackError, FeedbackStore, digest
 from .words import NONE_OF_THESE, label_value, percent, pretty, verdict  # noqa: F401 (the page's words)
@@ -77,8 +78,7 @@ def _one_photo(classifier: Classifier, endpoints: Endpoints, opts: AppOptions, s
             button = gr.Button("Classify", variant="primary")
         with gr.Column():
             verdict_md = gr.Markdown(elem_id="verdict")
-            label = gr.Label(num_top_classes=len(labels) + bool(classifier.out_of_scope_label), label="Prediction",
-                             elem_id="prediction")
+            label = Answer(label="Prediction", elem_id="prediction")
             heatmap = gr.Image(label="Which pixels decided", visible=False, interactive=False, elem_id="explanation")
             if store is not None:
                 _feedback(store, labels, image)

@@ -32,10 +32,16 @@ def verdict(pred: Prediction, labels: list[str]) -> str:
     return f"**{pretty(pred.label)}** ({percent(p)} confident)"
 
 
-def label_value(pred: Prediction, has_out_of_scope: bool) -> dict[str, float]:
-    """What the Label widget shows. Its headline is its largest entry, so it must agree with the verdict: the rest
-    of the probability shows as "None of these" only when the app abstains; an answer's headline is its park."""
-    shown = {pretty(k): v for k, v in pred.confidences.items()}
-    if has_out_of_scope and pred.abstained:
-        shown[NONE_OF_THESE] = max(0.0, 1.0 - sum(pred.confidences.values()))
-    return shown
+def label_value(pred: Prediction, has_out_of_scope: bool) -> dict:
+    """What the Label widget (:class:`parkclf.app.answer.Answer`) shows, in Gradio's LabelData form: {"label": the
+    headline, "confidences": [{"label", "confidence"}, ...] largest first}.
+
+    The bars add up: where the model has an out-of-scope score (an out-of-scope class), "None of these" carries the
+    rest of 1, so a low-confidence answer (Yosemite 27%) shows where the other 68% went. The headline is the
+    verdict's, not the largest bar: the class when the model answers, "None of these" when it abstains."""
+    bars = {pretty(k): v for k, v in pred.confidences.items()}
+    if has_out_of_scope:
+        bars[NONE_OF_THESE] = max(0.0, 1.0 - sum(pred.confidences.values()))
+    ranked = sorted(bars.items(), key=lambda kv: kv[1], reverse=True)
+    return {"label": NONE_OF_THESE if pred.abstained else pretty(pred.label),
+            "confidences": [{"label": k, "confidence": float(v)} for k, v in ranked]}
