@@ -109,7 +109,8 @@ def _feedback(store: FeedbackStore, labels: list[str], image) -> None:
 
 
 def _many_photos(classifier: Classifier, opts: AppOptions) -> None:
-    limits, labels, csvs = opts.many_limits, classifier.labels, many.CsvFolder()
+    # a CSV is kept as long as an upload is (CACHE_EXPIRY): its download link lives no longer
+    limits, labels, csvs = opts.many_limits, classifier.labels, many.CsvFolder(max_age_s=opts.delete_cache[1])
     gr.Markdown(f"Drop up to {limits.max_files} photos, or zips of them. Each row fills in as it is classified, "
                 "and the table downloads as CSV.")
     files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Photos or zips", elem_id="many_files")
