@@ -1,7 +1,7 @@
 """A soak: many visitors on the real app for a long time, and what the server looks like over it.
 
     python benchmarks/soak.py --visitors 8 --minutes 30     # the issue's soak (about 35 minutes in all)
-    python benchmarks/soak.py --smoke                       # 2 visitors, 60 s (CI: tests/test_benchmarks.py)
+    python benchmarks/soak.py --smoke                       # 2 visitors, 60 s, no growth checks (CI runs it)
 
 Starts ``python app.py`` on loopback with corrections on (``FEEDBACK_DIR``), its temporary files in a folder of
 their own (``TMPDIR`` and ``GRADIO_TEMP_DIR``) and uploads expiring after ``--expiry`` seconds. Each visitor, a thread
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--smoke", action="store_true", help="2 visitors for 60 s")
     a = p.parse_args(argv)
     if a.smoke:
-        a.visitors, a.minutes, a.expiry = 2, 1.0, 20
+        a.visitors, a.minutes, a.expiry = 2, 1.0, 10
     tmp = Path(tempfile.mkdtemp(prefix="parkclf-soak-"))
     (tmp / "tmp").mkdir()
     os.environ.update(TMPDIR=str(tmp / "tmp"), GRADIO_TEMP_DIR=str(tmp / "tmp" / "gradio"),
@@ -225,8 +225,8 @@ def main(argv: list[str] | None = None) -> dict:
               "after_expiry": after_expiry, "last_answer_s": round(last_answer_s, 2), "last_answer_ok": last_ok,
               "queue_after": queue, "samples": samples}
     # a leak grows with time: compare the last third with the first, after the warm-up
-    result["passed"] = bool(not errors and result["rss_growth"] < 0.05 and fds[1] <= fds[0] * 1.05 + 2
-                            and files[1] <= files[0] * 1.1 + 10 and last_ok and queue.get("queue_size", 0) == 0)
+    result["passed"] = bool(not errors and last_ok and queue.get("queue_size", 0) == 0 and (a.smoke or (
+        result["rss_growth"] < 0.05 and fds[1] <= fds[0] * 1.05 + 2 and files[1] <= files[0] * 1.1 + 10)))
     out = ROOT / "benchmarks" / "results" / ("soak-smoke.json" if a.smoke else "soak.json")
     out.write_text(json.dumps(result, indent=1))
     plot(result, out.with_suffix(".png"))

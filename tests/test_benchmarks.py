@@ -121,3 +121,18 @@ def test_explain_benchmark_smoke():
     result = json.loads((ROOT / "benchmarks" / "results" / "explain-smoke.json").read_text())
     assert result["photos"] == 2 and all(len(v) == 1 and v[0] > 0 for v in result["ms_per_photo"].values())
     assert set(result["graphs"].values()) <= {"explain_quantized.onnx", "explain.onnx"}
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "intel-scenes").exists(), reason="needs ../shared")
+def test_soak_smoke():
+    """Two visitors for a minute through every endpoint and tab: no errors, an answer after it, an empty queue (the
+    growth checks need the long run: python benchmarks/soak.py)."""
+    r = subprocess.run([sys.executable, "benchmarks/soak.py", "--smoke"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    result = json.loads((ROOT / "benchmarks" / "results" / "soak-smoke.json").read_text())
+    assert result["errors"] == [] and result["last_answer_ok"] and result["queue_after"]["queue_size"] == 0
+    assert {"/predict", "/explain", "/predict_batch", "many photos (zip of 6)", "teach 3 x 8, then try",
+            "classify + correction"} <= set(result["endpoints"])
+    assert len(result["samples"]) >= 10 and all(s["rss_mb"] > 0 for s in result["samples"])
+    assert "Machine: " in r.stdout and "cores" in r.stdout
