@@ -266,9 +266,15 @@ def main() -> None:
     for r in rows:
         print(f"| {r['target']} | {r['seconds']} | {r['inputs']} | {r['cov']} | {r['ft']} | {r['corpus']} | "
               f"{len(r['crashes'])} |")
-    result = {"machine": machine(), "seconds": a.seconds, "runs": a.runs, "jobs": a.jobs, "targets": rows}
     out = ROOT / "benchmarks" / "results" / ("fuzz.json" if a.seconds else "fuzz-smoke.json")
-    out.write_text(json.dumps(result, indent=1))
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for r in rows:
+        r.update(when=when, seconds_asked=a.seconds, jobs=a.jobs)
+    if a.seconds and out.exists():  # fuzz.json keeps each target's latest long run: a rerun of some replaces theirs
+        ran = {r["target"] for r in rows}
+        rows = [r for r in json.loads(out.read_text())["targets"] if r["target"] not in ran] + rows
+        rows.sort(key=lambda r: TARGETS.index(r["target"]))
+    out.write_text(json.dumps({"machine": machine(), "targets": rows}, indent=1))
     failed = [r for r in rows if r["returncode"] or r["crashes"]]
     for r in failed:
         print(f"\n{r['target']}: exit {r['returncode']}, crashes {r['crashes']}\n{r['tail']}", file=sys.stderr)

@@ -78,7 +78,7 @@ def _zip_items(path: str, name: str, limits: ManyLimits, budget: list[int]) -> l
         items = []
         for info in infos:
             entry = Path(info.filename)
-            if info.is_dir() or any(is_hidden(p) or p == "__MACOSX" for p in entry.parts):
+            if not info.filename or info.is_dir() or any(is_hidden(p) or p == "__MACOSX" for p in entry.parts):
                 continue
             label = f"{name}/{info.filename}"
             if entry.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -98,11 +98,19 @@ def _zip_items(path: str, name: str, limits: ManyLimits, budget: list[int]) -> l
         return items
 
 
+def looks_like_zip(path: str) -> bool:
+    """zipfile.is_zipfile, where a zip it cannot handle (one spanning disks) counts as a zip, to be refused as one."""
+    try:
+        return zipfile.is_zipfile(path)
+    except UNREADABLE:
+        return True
+
+
 def expand(paths: list[str], names: list[str], limits: ManyLimits) -> list[Item]:
     """Uploaded files -> the photos to classify (zips opened), within the run's file count."""
     items, budget = [], [limits.zip_bytes]
     for path, name in zip(paths, names, strict=True):
-        if name.lower().endswith(".zip") and zipfile.is_zipfile(path):
+        if name.lower().endswith(".zip") and looks_like_zip(path):
             items += _zip_items(path, name, limits, budget)
         else:
             items.append(Item(name, path))
