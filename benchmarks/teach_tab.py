@@ -25,7 +25,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import socket
 import statistics
 import subprocess
@@ -37,18 +36,11 @@ from pathlib import Path
 
 import httpx
 
+from parkclf.hardware import machine  # the CPU's name and flags beside every figure
+
 ROOT = Path(__file__).resolve().parents[1]
 SCENES = ROOT.parent / "shared" / "data" / "intel-scenes"
 EMBEDDED = ROOT / "models" / "parks-vit-small"
-
-
-def machine() -> dict:
-    info = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), platform.processor())
-    flags = set(next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), []))
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16"]
-    return {"cpu": cpu, "flags": [f for f in wanted if f in flags], "cores": os.cpu_count(),
-            "load_1min": os.getloadavg()[0], "python": platform.python_version()}
 
 
 def start_app(model: str, log: Path) -> tuple[subprocess.Popen, str]:
@@ -289,8 +281,8 @@ def median(rounds: list[dict]) -> dict:
 
 def report(result: dict) -> str:
     m, two, mem = result["machine"], result["two_visitors"], result["memory"]
-    lines = [f"Machine: {m['cpu']} ({', '.join(m['flags']) or 'no AVX2/AVX-512/AMX'}), {m['cores']} cores (load "
-             f"{m['load_1min']:.1f} at start), Python {m['python']}",
+    lines = [f"Machine: {m['cpu']} ({', '.join(m['cpu_flags']) or 'no AVX2/AVX-512/AMX'}), {m['cores']} cores (load "
+             f"{m['load_average_at_start'][0]:.1f} at start), Python {m['python']}",
              f"Server RSS: {result['rss_idle_mb']:.0f} MB idle, {result.get('rss_after_mb', 0):.0f} MB after", "",
              "| run | photos read, from the first drop (s) | Teach -> model you can try (s) "
              "| server CPU until then (s) | first Try answer (s) | zip ready (s) |", "|---|---|---|---|---|---|"]
