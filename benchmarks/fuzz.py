@@ -165,10 +165,14 @@ def run_target(name: str, args: list[str]) -> None:
 
 def seeds() -> dict[str, list[tuple[str, bytes]]]:
     """Small real photos (the shipped NPS examples, cut down), the hostile suite's cases, and zips of them."""
-    sys.path.insert(0, str(ROOT / "tests"))
+    import importlib.util
+
     from PIL import Image
 
-    from hostile import cases
+    spec = importlib.util.spec_from_file_location("hostile", ROOT / "tests" / "hostile.py")
+    hostile_suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hostile_suite)
+    cases = hostile_suite.cases
 
     photos = []
     for path in sorted((ROOT / "examples").glob("*.jpg"))[:3]:

@@ -36,11 +36,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from teach_tab import SCENES, Session, drop, start_app, teach, wait  # the page's protocol, shared
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from teach_tab import SCENES, Session, drop, start_app, teach, wait  # noqa: E402 - the page's protocol, shared
-
-from parkclf.hardware import describe, machine  # noqa: E402
+from parkclf.hardware import describe, machine
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("forest", "sea", "street")

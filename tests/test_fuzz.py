@@ -3,6 +3,7 @@ is read or refused with the documented error; and a short coverage-guided run of
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -14,8 +15,10 @@ from conftest import ROOT
 pytest.importorskip("atheris")
 FUZZ = ROOT / "benchmarks" / "fuzz.py"
 CORPUS = ROOT / "tests" / "fuzz_corpus"
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from fuzz import TARGETS  # noqa: E402
+_spec = importlib.util.spec_from_file_location("fuzz", FUZZ)
+_fuzz = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_fuzz)
+TARGETS = _fuzz.TARGETS
 
 
 @pytest.mark.parametrize("target", TARGETS)

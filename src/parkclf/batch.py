@@ -36,8 +36,9 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .classifier import EMBEDDED_MODEL, Classifier
-from .engine import ENGINES, cpu_threads
+from .engine import ENGINES
 from .errors import UsageError
+from .hardware import cpu_threads
 from .images import ImageSource, image_files, is_hidden
 from .processing import decoded_batches
 from .tables import JsonlTable, open_table, prediction_row, table_class

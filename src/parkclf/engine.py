@@ -9,13 +9,13 @@ from the same computation. The ONNX path imports no torch.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from .errors import UsageError
+from .hardware import cpu_threads
 
 ONNX_DIR = "onnx"
 # transformers.js names: model.onnx is fp32, model_quantized.onnx is int8 (dtype "q8"). The explanation graphs
@@ -40,17 +40,6 @@ class Engine(Protocol):
 
 def has_onnx(folder: str | Path) -> bool:
     return any((Path(folder) / ONNX_DIR / f).exists() for f in MODEL_FILES.values())
-
-
-def cpu_threads() -> int:
-    """Cores this process may use: OMP_NUM_THREADS when set (several processes sharing a machine), else what the
-    affinity mask allows (a Space's cgroup or taskset can give fewer than the machine has)."""
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
-        return int(os.environ["OMP_NUM_THREADS"])
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def ort_session(graph: Path | bytes, threads: int):

@@ -316,7 +316,7 @@ def _run(session, pixel_values: np.ndarray, outputs: list[str], batch: int = 1) 
 def _session(path: Path):
     import onnxruntime as ort
 
-    from .engine import cpu_threads
+    from .hardware import cpu_threads
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = cpu_threads()
@@ -387,7 +387,8 @@ def _static_int8(onnx_dir: Path, calibration: np.ndarray, pv: np.ndarray, ref: n
     """Observe the int8 graph's activation ranges on the calibration photos, then check the static graph on
     OpenVINO against torch fp32 on the validation photos. The ranges are kept only where it passes the gate.
     ``check``: the photos' true answers and names for :func:`_agreement`."""
-    from .engine import OpenVinoEngine, cpu_threads
+    from .engine import OpenVinoEngine
+    from .hardware import cpu_threads
     from .static_int8 import RANGES_FILE, observed_ranges, save_ranges
 
     ranges = observed_ranges(onnx_dir / MODEL_FILES["int8"], calibration, cpu_threads())

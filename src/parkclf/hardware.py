@@ -11,6 +11,17 @@ from pathlib import Path
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
 
 
+def cpu_threads() -> int:
+    """Cores this process may use: OMP_NUM_THREADS when set (several processes sharing a machine), else what the
+    affinity mask allows (a Space's cgroup or taskset can give fewer than the machine has)."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        return int(os.environ["OMP_NUM_THREADS"])
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 @functools.cache
 def _cpuinfo() -> str:
     try:
@@ -33,16 +44,12 @@ def cpu_flags() -> list[str]:
 
 def describe() -> str:
     """One line for a log or a benchmark's header: the CPU's name, the cores this process may use, its flags."""
-    from .engine import cpu_threads
-
     return f"{cpu_name()}, {cpu_threads()} of {os.cpu_count()} cores, {' '.join(cpu_flags()) or 'no AVX2'}"
 
 
 def machine() -> dict:
     """What a benchmark's JSON records beside its figures."""
     from importlib.metadata import PackageNotFoundError, version
-
-    from .engine import cpu_threads
 
     def ver(name: str) -> str | None:
         try:

@@ -40,8 +40,8 @@ import numpy as np
 
 from . import calibration
 from .classifier import EMBEDDED_MODEL, Classifier
-from .engine import cpu_threads
 from .errors import UsageError
+from .hardware import cpu_threads
 from .head import fit_head, report
 from .images import MAX_BYTES, ImageError, ImageSource, image_files, is_hidden
 from .images import price as image_price
