@@ -285,3 +285,213 @@ def test_a_full_disk_under_the_feedback_folder_refuses_with_a_sentence_and_recov
     rows = read_rows(tmp_path / "fb")
     assert [r["sha256"] for r in rows] == [digest(first), digest(photo)]
     assert len(list((tmp_path / "fb").rglob("*.jpg"))) == 2
+
+
+# Live: the real app (tests/faulty_app.py: app.py with a disk that fills while a file exists), one server for these.
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    from conftest import EMBEDDED
+    from live import AppServer
+
+    if not EMBEDDED.exists():
+        pytest.skip(f"the embedded model {EMBEDDED} is missing")
+    root = tmp_path_factory.mktemp("faulty")
+    folders = {name: root / name for name in ("uploads", "tmp", "feedback")}
+    for f in folders.values():
+        f.mkdir()
+    srv = AppServer(env={"GRADIO_TEMP_DIR": str(folders["uploads"]), "TMPDIR": str(folders["tmp"]),
+                         "FEEDBACK_DIR": str(folders["feedback"])},
+                    log=root / "app.log", argv=["tests/faulty_app.py", str(root / "FULL")])
+    srv.wait()
+    srv.full, srv.folders = root / "FULL", folders
+    yield srv
+    srv.stop()
+
+
+def files_under(*folders) -> set:
+    return {p for f in folders for p in Path(f).rglob("*")}
+
+
+def new_log(srv, since: int) -> str:
+    return srv.output()[since:]
+
+
+@pytest.mark.live
+def test_a_full_upload_folder_answers_with_a_sentence_and_recovers(app, tmp_path):
+    """ENOSPC while Gradio writes an upload into its temporary folder: a 507 with a sentence (was: a 500 and a
+    70-line traceback), one log line, no partial file left; the server goes on, and takes the photo once space
+    returns."""
+    from live import RawHTTP
+
+    [photo] = photos(tmp_path, 1)
+    raw, mark = RawHTTP(app.url), len(app.output())
+    before = files_under(app.folders["uploads"])
+    app.full.touch()
+    try:
+        with open(photo, "rb") as f:
+            r = raw.http.post("/gradio_api/upload", files={"files": ("p.jpg", f)})
+    finally:
+        app.full.unlink()
+    assert r.status_code == 507 and "disk is full" in r.json()["detail"], (r.status_code, r.text)
+    assert files_under(app.folders["uploads"]) == before  # no partial upload left
+    wait_for(lambda: "the disk is full" in new_log(app, mark), what="the log line")
+    assert "Traceback" not in new_log(app, mark), new_log(app, mark)
+    ok, answer = raw.call("predict", [raw.upload(photo)], "s-full")
+    assert ok and answer[0]["label"], answer
+
+
+@pytest.mark.live
+def test_a_correction_on_a_full_disk_is_refused_with_a_sentence_and_taken_when_space_returns(app, tmp_path):
+    from live import RawHTTP
+
+    [photo] = photos(tmp_path, 1)
+    raw, session = RawHTTP(app.url), "s-full-feedback"
+    sent = raw.upload(photo)
+    assert raw.call("classify", [sent, False], session)[0]
+    app.full.touch()
+    try:
+        ok, message = raw.call("save", [sent, "yosemite"], session)
+    finally:
+        app.full.unlink()
+    assert not ok and message == ("This correction was not saved: the server's disk is full. Please try again "
+                                  "later."), message
+    assert not [p for p in app.folders["feedback"].rglob("*") if p.is_file()]
+    ok, message = raw.call("save", [sent, "yosemite"], session)
+    assert ok and "Saved" in message[0], message
+    assert [r["sha256"] for r in read_rows(app.folders["feedback"])] == [digest(photo)]
+
+
+def partial_upload(url: str, body_bytes: int) -> None:
+    """A multipart upload that announces a 5 MB photo, sends ``body_bytes`` of it and hangs up."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    head = (b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"p.jpg\"\r\n"
+            b"Content-Type: image/jpeg\r\n\r\n")
+    request = (b"POST /gradio_api/upload HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+               + f"Content-Length: {len(head) + 5_000_000}\r\n\r\n".encode() + head)
+    with socket.create_connection((u.hostname, u.port)) as s:
+        s.sendall(request + b"\xff\xd8" * (body_bytes // 2))
+        time.sleep(0.5)  # the server has written what came
+
+
+@pytest.mark.live
+def test_a_client_that_hangs_up_mid_upload_leaves_no_file(app):
+    """Gradio deletes its temporary upload file when a form is malformed, but not when the client goes away: each
+    aborted upload used to leave its partial file in the upload folder."""
+    before = files_under(app.folders["uploads"], app.folders["tmp"])
+    mark = len(app.output())
+    for _ in range(3):
+        partial_upload(app.url, 200_000)
+    wait_for(lambda: files_under(app.folders["uploads"], app.folders["tmp"]) == before, timeout=10,
+             what="the partial uploads' removal")
+    assert "Traceback" not in new_log(app, mark), new_log(app, mark)
+
+
+@pytest.mark.live
+def test_a_client_that_hangs_up_mid_stream_leaves_no_worker_busy(app, tmp_path):
+    """The many-photos table streams a row per photo, one run at a time (concurrency_limit=1). Three clients join,
+    read the first rows and hang up; a fourth run then completes, and no file is left besides the uploads."""
+    import httpx
+
+    from live import RawHTTP
+
+    raw = RawHTTP(app.url)
+    sent = [raw.upload(p) for p in photos(tmp_path, 12)]
+    before = files_under(app.folders["uploads"], app.folders["tmp"])
+    for i in range(3):
+        session = f"gone-{i}"
+        body = {"data": [sent], "fn_index": raw.fn_index("run"), "session_hash": session, "event_data": None,
+                "trigger_id": None}
+        raw.http.post("/gradio_api/queue/join", json=body).raise_for_status()
+        with httpx.Client(base_url=raw.url, timeout=60) as http, http.stream(
+                "GET", "/gradio_api/queue/data", params={"session_hash": session}) as stream:
+            for line in stream.iter_lines():
+                if '"process_generating"' in line:
+                    break  # the first rows came: hang up
+    t = time.perf_counter()
+    ok, out = raw.call("run", [sent], "stays")
+    assert ok and len(out[0]["data"]) == 12, out[0].get("data", out)[:1]
+    assert time.perf_counter() - t < 60
+    left = files_under(app.folders["uploads"], app.folders["tmp"]) - before
+    assert all(p.suffix == ".csv" or p.is_dir() for p in left), left  # the finished run's CSV download only
+
+
+class Listener:
+    """A local HTTP server that records every request it gets (it should get none)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        self.requests = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.requests.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.end_headers()
+                self.wfile.write((ROOT / "examples" / "seki-giant-sequoia-tree.jpg").read_bytes())
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def listener():
+    server = Listener()
+    yield server
+    server.server.shutdown()
+
+
+URL_REFUSED = "That address cannot be fetched; send the image itself or a public URL."
+
+
+@pytest.mark.live
+def test_a_url_to_a_loopback_or_private_address_is_not_fetched_and_gets_a_sentence(app, listener):
+    """Through the raw API (/gradio_api/call/predict) as a FileData path, and with a url field: Gradio's safehttpx
+    refuses the address, and the caller now reads why (was: `event: error` with null, and a traceback in the log)."""
+    import json
+
+    import httpx
+
+    http, mark = httpx.Client(base_url=app.url.rstrip("/"), timeout=60), len(app.output())
+    before = files_under(app.folders["uploads"])
+    meta = {"_type": "gradio.FileData"}
+    cases = {f"http://127.0.0.1:{listener.port}/x.jpg": URL_REFUSED, f"http://localhost:{listener.port}/x.jpg":
+             URL_REFUSED, "http://10.0.0.1/x.jpg": URL_REFUSED, "http://169.254.169.254/latest/meta-data": URL_REFUSED}
+    payloads = [({"path": url, "meta": meta}, said) for url, said in cases.items()]
+    payloads.append(({"url": f"http://127.0.0.1:{listener.port}/x.jpg", "meta": meta},
+                     "The image could not be received; send the file itself or a public http(s) URL."))
+    for payload, said in payloads:
+        event = http.post("/gradio_api/call/predict", json={"data": [payload]}).json()["event_id"]
+        answer = http.get(f"/gradio_api/call/predict/{event}").text
+        assert "event: error" in answer, answer
+        data = json.loads(answer.split("data:", 1)[1].strip().splitlines()[0])
+        assert data["error"] == said, (payload, answer)
+    assert listener.requests == []
+    log = new_log(app, mark)
+    assert "Traceback" not in log and log.count("an input URL was not fetched") == len(cases), log
+    assert files_under(app.folders["uploads"]) == before  # not even the empty folder Gradio makes for a download
+
+
+@pytest.mark.live
+def test_an_mcp_caller_is_told_why_a_loopback_url_is_not_fetched(app, listener):
+    import asyncio
+
+    from test_api_clients import mcp_session
+
+    async def work(session):
+        return await session.call_tool("predict", {"image": f"http://127.0.0.1:{listener.port}/x.jpg"})
+
+    result = asyncio.run(mcp_session(app.url, work))
+    assert result.isError and URL_REFUSED in result.content[0].text, result
+    assert listener.requests == []
