@@ -7,6 +7,14 @@ time, sha256 of the photo as sent). ``datasets.load_dataset("imagefolder", data_
 ``load_dataset("user/name")``. A run writes only its own folder: a restarted Space, whose disk starts empty, never
 overwrites what an earlier run uploaded (huggingface_hub's CommitScheduler uploads whole files).
 
+Delivery to the Hub (tests/test_faults.py): an accepted correction is on this disk at once, and in the dataset after
+the next commit (every few minutes, at start for what an earlier run left, and at shutdown). A commit lands whole or
+not at all, and files go up whole at the same paths, so a commit repeated after a kill replaces rows, never adds
+them. With the folder kept (FEEDBACK_DIR on a persistent disk), every accepted correction reaches the dataset exactly
+once, even when the process is killed mid-upload: the next run's first commit takes the killed run's folder. On an
+empty disk, what was committed is there exactly once; what was accepted since the last commit is lost (at most
+once), and the same photo is taken again when it is resent.
+
 A public link means strangers write into this folder, so nothing they send is stored as sent: the upload is
 decoded by :func:`parkclf.images.load_image` (what it refuses is refused) and saved as a fresh JPEG of at most
 1024 px. A correction is taken only for a photo this session had classified, once per photo (the photos already
