@@ -5,6 +5,10 @@ write into a local folder instead, so tests (and an app process they start) can 
                                  files it sends), snapshot_download; where a call carried its own token, a fingerprint
                                  of it (sha256, 16 hex digits), never the token
     <folder>/repos/<repo_id>/    the repo's files as the commits left them; downloads are served from here
+    <folder>/hold                while this file exists, create_commit waits before it writes anything (recorded as
+                                 create_commit_held), as a slow Hub would: the Hub applies a commit whole or not at
+                                 all, so a process killed meanwhile has committed nothing
+    <folder>/down                while this file exists, every call raises a connection error, as an unreachable Hub
 
 Everything else (``run_as_future``, which CommitScheduler uses for its background pushes) is huggingface_hub's own.
 """
@@ -15,6 +19,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from huggingface_hub import HfApi
@@ -38,12 +43,22 @@ class RecordingHfApi(HfApi):
         return self.folder / "repos" / repo_id
 
     def create_repo(self, repo_id: str, *, repo_type=None, private=None, exist_ok=False, **kw) -> RepoUrl:
+        self._reach()
         self._record("create_repo", kw.get("token"), repo_id=repo_id, repo_type=repo_type, private=private,
                      exist_ok=exist_ok)
         self.repo(repo_id).mkdir(parents=True, exist_ok=True)
         return RepoUrl(f"https://huggingface.co/{repo_type + 's/' if repo_type else ''}{repo_id}")
 
+    def _reach(self) -> None:
+        if (self.folder / "down").exists():
+            raise ConnectionError("Failed to establish a new connection: [Errno 111] Connection refused")
+
     def create_commit(self, repo_id: str, operations, *, commit_message: str, repo_type=None, **kw) -> str:
+        self._reach()
+        if (self.folder / "hold").exists():
+            self._record("create_commit_held", repo_id=repo_id)
+            while (self.folder / "hold").exists():
+                time.sleep(0.05)
         added = []
         for op in operations:
             with op.as_file() as f:
@@ -57,6 +72,7 @@ class RecordingHfApi(HfApi):
 
     def upload_folder(self, *, folder_path, repo_id: str, repo_type=None, commit_message=None, allow_patterns=None,
                       ignore_patterns=None, **kw) -> str:
+        self._reach()
         root = Path(folder_path)
         files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
         sent = list(filter_repo_objects(files, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns))
@@ -68,6 +84,7 @@ class RecordingHfApi(HfApi):
         return f"https://huggingface.co/{repo_id}/commit/recorded"
 
     def snapshot_download(self, repo_id: str, *, repo_type=None, allow_patterns=None, **kw) -> str:
+        self._reach()
         self._record("snapshot_download", repo_id=repo_id, repo_type=repo_type, allow_patterns=allow_patterns)
         out, root = Path(tempfile.mkdtemp(prefix="snapshot-")), self.repo(repo_id)
         files = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()]

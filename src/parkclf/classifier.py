@@ -146,6 +146,9 @@ def resolve(name_or_path: str) -> Path:
         return folder
     from huggingface_hub import list_repo_files, snapshot_download
 
+    from .hub_timeouts import bound
+
+    bound()  # a Hub that never answers fails the start with a sentence, instead of hanging it
     try:
         try:
             files = set(list_repo_files(name_or_path))

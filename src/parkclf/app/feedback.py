@@ -7,6 +7,14 @@ time, sha256 of the photo as sent). ``datasets.load_dataset("imagefolder", data_
 ``load_dataset("user/name")``. A run writes only its own folder: a restarted Space, whose disk starts empty, never
 overwrites what an earlier run uploaded (huggingface_hub's CommitScheduler uploads whole files).
 
+Delivery to the Hub (tests/test_faults.py): an accepted correction is on this disk at once, and in the dataset after
+the next commit (every few minutes, at start for what an earlier run left, and at shutdown). A commit lands whole or
+not at all, and files go up whole at the same paths, so a commit repeated after a kill replaces rows, never adds
+them. With the folder kept (FEEDBACK_DIR on a persistent disk), every accepted correction reaches the dataset exactly
+once, even when the process is killed mid-upload: the next run's first commit takes the killed run's folder. On an
+empty disk, what was committed is there exactly once; what was accepted since the last commit is lost (at most
+once), and the same photo is taken again when it is resent.
+
 A public link means strangers write into this folder, so nothing they send is stored as sent: the upload is
 decoded by :func:`parkclf.images.load_image` (what it refuses is refused) and saved as a fresh JPEG of at most
 1024 px. A correction is taken only for a photo this session had classified, once per photo (the photos already
@@ -17,10 +25,12 @@ count, refused ones too), and only while the kept corrections are under their ca
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -161,7 +171,13 @@ class FeedbackStore:
             if self.files + 1 > self.limits.max_files or self.bytes + len(data) > self.limits.max_bytes:
                 raise FeedbackError("Thank you! The feedback folder is full, so corrections are not being saved "
                                     "right now.")
-            return self._write(data, label, answer, photo)
+            try:
+                return self._write(data, label, answer, photo)
+            except OSError as e:  # a full disk (ENOSPC), a quota: the visitor gets a sentence, the server goes on
+                logger.warning("a correction was not saved: %s: %s", type(e).__name__, e)
+                why = "the server's disk is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (
+                    "the server could not write it")
+                raise FeedbackError(f"This correction was not saved: {why}. Please try again later.") from None
 
     def _write(self, data: bytes, label: str, answer: dict, photo: str) -> Path:
         dest = self.run / label / f"{uuid.uuid4().hex}.jpg"
@@ -172,21 +188,39 @@ class FeedbackStore:
                "confidences": [{"label": k, "score": float(v)} for k, v in
                                sorted(answer["confidences"].items(), key=lambda kv: -kv[1])],
                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "sha256": photo}
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        meta, tmp = self.run / METADATA, dest.with_suffix(".part")
         with self.hub.lock if self.hub else contextlib.nullcontext():  # an upload sees both files or neither
-            tmp = dest.with_suffix(".part")
-            tmp.write_bytes(data)
-            tmp.replace(dest)  # a reader (or parkclf train) never sees half a photo
-            with (self.run / METADATA).open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            size = meta.stat().st_size if meta.exists() else 0
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(data)
+                tmp.replace(dest)  # a reader (or parkclf train) never sees half a photo
+                with meta.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+            except OSError:
+                # a failed write leaves neither the photo nor half a row (the next row would be glued to it)
+                tmp.unlink(missing_ok=True)
+                dest.unlink(missing_ok=True)
+                if meta.exists():
+                    os.truncate(meta, size)
+                raise
         self._known.add(photo)
         self.bytes += len(data)
         return dest
 
-    def close(self) -> None:
-        """Upload what is left (at shutdown), and stop the scheduler."""
-        if self.hub:
-            self.hub.trigger().result()
+    def close(self, timeout: float = 60.0) -> None:
+        """Upload what is left (at shutdown), waiting ``timeout`` seconds at most, and stop the scheduler. A Hub that
+        is down or slow costs one log line, not a traceback or a hung shutdown: what was not uploaded stays in
+        ``root``, and a restart on the same disk (FEEDBACK_DIR) uploads it with its first commit."""
+        if not self.hub:
+            return
+        try:
+            self.hub.trigger().result(timeout=timeout)
+        except Exception as e:  # TimeoutError included
+            reason = (str(e).strip().splitlines() or [""])[0][:200] or f"no answer in {timeout:.0f}s"
+            logger.warning("the last corrections were not uploaded to %s (%s: %s); they stay in %s",
+                           self.hub.repo_id, type(e).__name__, reason, self.root)
+        finally:
             self.hub.stop()
 
 

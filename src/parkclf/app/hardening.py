@@ -1,18 +1,31 @@
 """What a public link needs beyond Gradio's defaults: nosniff on every response, one log line (not a traceback)
-for an unknown endpoint, and a 404 for it instead of a 500."""
+for an unknown endpoint, and a 404 for it instead of a 500; a sentence for an input URL that Gradio will not fetch
+(loopback, private addresses: safehttpx refuses them) and for a full disk; no partial file left in the upload folder
+by a client that goes away mid-upload (tests/test_faults.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+from pathlib import Path
 
 from fastapi.responses import JSONResponse
+from gradio import processing_utils, route_utils
+from gradio.blocks import Blocks
+from gradio.exceptions import Error
 from gradio.route_utils import FnIndexInferError  # gradio is pinned: this internal name is checked by a test
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 
 logger = logging.getLogger("parkclf.app")
 # Where Gradio looks an event up by a name or number the caller chose.
 API_PATHS = ("/gradio_api/queue/join", "/gradio_api/call/", "/gradio_api/run/", "/gradio_api/api/")
+URL_REFUSED = "That address cannot be fetched; send the image itself or a public URL."
+INPUT_REFUSED = "The image could not be received; send the file itself or a public http(s) URL."
+DISK_FULL = ("The server's disk is full right now, so the photo could not be received; please try again in a few "
+             "minutes.")
 
 
 class NoSniff:
@@ -60,8 +73,76 @@ class OneLine(logging.Filter):
         return True
 
 
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0][:200]
+
+
+async def disk_full(request, exc):
+    """A full disk under Gradio's upload folder: a 507 with a sentence and one log line, and the server goes on."""
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        raise exc
+    logger.warning("%s %s: the disk is full (%s)", request.method, request.url.path, exc)
+    return JSONResponse({"detail": DISK_FULL}, status_code=507)
+
+
+async def client_gone(request, exc):
+    logger.info("%s %s: the client went away mid-request", request.method, request.url.path)
+    return JSONResponse({"detail": "The request was not received in full."}, status_code=400)
+
+
+def _guard_gradio() -> None:
+    """Wrap three Gradio steps (attributes Gradio looks up at each call; gradio is pinned, and
+    tests/test_faults.py checks each behaviour):
+
+    - fetching an input URL: whatever safehttpx refuses (loopback, private, link-local addresses) or cannot fetch
+      reaches the caller as URL_REFUSED with one log line, instead of ``{"error": null}`` (MCP: "The upstream Gradio
+      app has raised an exception") and a traceback; the empty folder Gradio made for the download goes too;
+    - reading the inputs of an event (a FileData that does not validate, a path outside the upload folder):
+      INPUT_REFUSED, with one log line;
+    - parsing an upload: Gradio deletes its temporary files when the form is malformed, but not when the client
+      disconnects or the disk fills, which would leave a partial file in the upload folder per failed upload."""
+    if getattr(Blocks.preprocess_data, "guarded", False):
+        return
+    download, receive, parse = (processing_utils.async_ssrf_protected_download, Blocks.preprocess_data,
+                                route_utils.GradioMultiPartParser.parse)
+
+    async def fetch_or_refuse(url: str, cache_dir: str) -> str:
+        try:
+            return await download(url, cache_dir)
+        except Exception as e:
+            logger.warning("an input URL was not fetched: %s (%s: %s)", url[:200], type(e).__name__, first_line(e))
+            with contextlib.suppress(OSError):
+                (Path(cache_dir) / processing_utils.hash_url(url)).rmdir()  # made before the fetch; still empty
+            raise Error(URL_REFUSED, print_exception=False) from None
+
+    async def receive_or_refuse(blocks, *args, **kwargs):
+        try:
+            return await receive(blocks, *args, **kwargs)
+        except Error:
+            raise
+        except Exception as e:
+            logger.warning("an input was not received: %s: %s", type(e).__name__, first_line(e))
+            raise Error(INPUT_REFUSED, print_exception=False) from None
+
+    async def parse_or_clean(self):
+        try:
+            return await parse(self)
+        except BaseException:
+            for f in self._files_to_close_on_error:
+                f.close()
+                Path(f.name).unlink(missing_ok=True)
+            raise
+
+    receive_or_refuse.guarded = True
+    processing_utils.async_ssrf_protected_download = fetch_or_refuse
+    Blocks.preprocess_data = receive_or_refuse
+    route_utils.GradioMultiPartParser.parse = parse_or_clean
+
+
 def app_kwargs() -> dict:
     """For ``launch(app_kwargs=...)``: reaches the FastAPI app Gradio builds."""
     logging.getLogger("uvicorn.error").addFilter(OneLine())
+    _guard_gradio()
     return {"middleware": [Middleware(NoSniff)],
-            "exception_handlers": {FnIndexInferError: unknown_endpoint, KeyError: key_error}}
+            "exception_handlers": {FnIndexInferError: unknown_endpoint, KeyError: key_error, OSError: disk_full,
+                                   ClientDisconnect: client_gone}}

@@ -2,7 +2,8 @@
 
 Settings a Space sets as variables: MODEL_ID, ENGINE, FEEDBACK_DIR and FEEDBACK_DATASET (+ FEEDBACK_MAX_FILES,
 FEEDBACK_MAX_MB), CACHE_EXPIRY, WEB_URL, GRADIO_SHARE; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are read by Gradio
-itself, and HF_TOKEN (a secret) by huggingface_hub.
+itself, and HF_TOKEN (a secret) by huggingface_hub, as are HF_HUB_DOWNLOAD_TIMEOUT and HF_HUB_ETAG_TIMEOUT, which bound
+every Hub request here (parkclf.hub_timeouts).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from huggingface_hub import CommitOperationAdd, CommitScheduler, HfApi
 
+from ..hub_timeouts import bound
 from . import web
 
 # What a Space needs to run app.py on the serving stack (no torch): the weights are left out where an ONNX export
@@ -37,6 +38,7 @@ uploaded. Built with parkclf (`parkclf deploy --static-space`).
 def push_model(folder: str | Path, repo_id: str, *, private: bool = False, api: HfApi | None = None,
                token: str | None = None, commit_message: str = "Upload model trained with parkclf train.py") -> str:
     """``token``: for these two calls alone (the app passes a signed-in visitor's); None: huggingface_hub's own."""
+    bound()  # a Hub that never answers fails the push (a sentence in the app), never hangs it
     api = api or HfApi()
     api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True, token=token)
     info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
@@ -78,6 +80,7 @@ def schedule_uploads(folder: str | Path, repo_id: str, *, every: float, allow_pa
                      api: HfApi | None = None) -> CommitScheduler:
     """Upload what ``folder`` gains to the dataset repo ``repo_id`` every ``every`` minutes, in a background thread
     (huggingface_hub's CommitScheduler). The repo is created private: corrections are strangers' photos."""
+    bound()
     return CommitScheduler(repo_id=repo_id, repo_type="dataset", folder_path=folder, every=every, private=True,
                            allow_patterns=allow_patterns, hf_api=api or HfApi())
 
