@@ -262,10 +262,11 @@ def main() -> None:
 
     from parkclf.hardware import describe, machine
 
+    header, facts = describe(), machine()  # now: a run takes as long as asked, and the code may change meanwhile
     with ThreadPoolExecutor(a.jobs) as pool:
         rows = list(pool.map(lambda t: fuzz(t, seconds=a.seconds, runs=None if a.seconds else a.runs,
                                             timeout=a.timeout, rss_mb=a.rss_mb, artifacts=a.artifacts), a.targets))
-    print(f"Machine: {describe()}; {a.jobs} targets at once")
+    print(f"Machine: {header}; {a.jobs} targets at once")
     print("| target | seconds | inputs | cov | ft | corpus | crashes |\n|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['target']} | {r['seconds']} | {r['inputs']} | {r['cov']} | {r['ft']} | {r['corpus']} | "
@@ -278,7 +279,7 @@ def main() -> None:
         ran = {r["target"] for r in rows}
         rows = [r for r in json.loads(out.read_text())["targets"] if r["target"] not in ran] + rows
         rows.sort(key=lambda r: TARGETS.index(r["target"]))
-    out.write_text(json.dumps({"machine": machine(), "targets": rows}, indent=1))
+    out.write_text(json.dumps({"machine": facts, "targets": rows}, indent=1))
     failed = [r for r in rows if r["returncode"] or r["crashes"]]
     for r in failed:
         print(f"\n{r['target']}: exit {r['returncode']}, crashes {r['crashes']}\n{r['tail']}", file=sys.stderr)
