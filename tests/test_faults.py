@@ -495,3 +495,42 @@ def test_an_mcp_caller_is_told_why_a_loopback_url_is_not_fetched(app, listener):
     result = asyncio.run(mcp_session(app.url, work))
     assert result.isError and URL_REFUSED in result.content[0].text, result
     assert listener.requests == []
+
+
+def test_the_cache_sweep_survives_uploads_arriving_while_it_runs(tmp_path):
+    """Gradio sweeps its upload cache in a worker thread while uploads add to the same set: its own sweep then
+    raises "Set changed size during iteration", which ends the periodic task for good (the soak kept every upload).
+    The app's sweep deletes what is old, keeps what arrives meanwhile, and does not raise."""
+    from gradio import route_utils
+
+    from parkclf.app.hardening import GRADIO_SWEEP, app_kwargs, sweep_cache
+
+    class Busy(set):
+        """A set of cached files that gets an upload while someone walks it (as the event loop does)."""
+
+        def __iter__(self):
+            for i, name in enumerate(super().__iter__()):
+                if i == 1:
+                    fresh = tmp_path / f"new{len(self)}.jpg"
+                    fresh.write_bytes(b"x")
+                    self.add(str(fresh))
+                yield name
+
+    class Cache:  # what a sweep reads of a Blocks
+        def __init__(self):
+            self.blocks, self.temp_file_sets = {}, [Busy()]
+            for i in range(5):
+                old = tmp_path / f"old{id(self)}-{i}.jpg"
+                old.write_bytes(b"x")
+                self.temp_file_sets[0].add(str(old))
+
+    with pytest.raises(RuntimeError, match="changed size during iteration"):
+        GRADIO_SWEEP(Cache(), 0)
+    cache = Cache()
+    time.sleep(0.05)
+    sweep_cache(cache, 0.01)
+    left = {Path(f).name for f in cache.temp_file_sets[0]}
+    assert not any(name.startswith(f"old{id(cache)}") for name in left)
+    assert not list(tmp_path.glob(f"old{id(cache)}-*"))
+    app_kwargs()
+    assert route_utils.delete_files_created_by_app is sweep_cache  # what Gradio's periodic task calls
