@@ -37,7 +37,7 @@ def test_a_short_fuzz_run_of_every_target_finds_nothing(tmp_path):
     r = subprocess.run([sys.executable, str(FUZZ), "--runs", "300", "--artifacts", str(tmp_path)], cwd=ROOT,
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    assert "| target | seconds | inputs | cov | ft | corpus | crashes |" in r.stdout and "cores" in r.stdout
+    assert "| target | seconds | inputs | cov | ft | corpus | crashes | restarts |" in r.stdout and "cores" in r.stdout
     rows = json.loads((ROOT / "benchmarks" / "results" / "fuzz-smoke.json").read_text())["targets"]
     assert [row["target"] for row in rows] == list(TARGETS)
     assert all(row["inputs"] >= 300 and row["cov"] > 0 and not row["crashes"] for row in rows), rows
