@@ -101,6 +101,7 @@ KEEP_RATE_WITH_BACKGROUND = 0.86
 BACKGROUND_FILE = "teach_background.npz"  # a base checkpoint's bank of other photos' features (see background())
 NONE_OF_THESE = "none of these"  # the taught model's out-of-scope label, when its base has a background bank
 BATCH = 16  # photos per forward pass: the OpenVINO engine's full batch
+MAX_NAME_BYTES = 255  # a folder name's limit on Linux and macOS, in UTF-8 bytes (found fuzzing: 64 emoji are 256)
 FORBIDDEN = set('/\\:*?"<>|')  # not in a folder name on Linux, macOS or Windows
 RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(1, 10)), *(f"lpt{i}" for i in range(1, 10))}
 
@@ -128,9 +129,9 @@ def check_names(names: Sequence[str], limits: TeachLimits) -> list[str]:
     for i, label in enumerate(labels, 1):
         if not label:
             raise TeachError(f"Class {i} has no name; give every class a name (it becomes the label).")
-        if len(label) > limits.max_name_length:
+        if len(label) > limits.max_name_length or len(label.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
             raise TeachError(f"The class name '{label[:20]}...' is {len(label)} characters long; use at most "
-                             f"{limits.max_name_length}.")
+                             f"{limits.max_name_length} (fewer where they are not plain letters).")
         if FORBIDDEN & set(label) or any(ord(c) < 32 for c in label) or label.startswith(".") \
                 or label.split(".")[0].lower() in RESERVED:
             raise TeachError(f"The class name {label!r} cannot be a folder name: leave out / \\ : * ? \" < > | and "

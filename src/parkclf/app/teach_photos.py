@@ -61,7 +61,7 @@ def photos_from_zip(path: str, name: str, limits: many.ManyLimits) -> tuple[dict
         raise refuse(f"{name} cannot be read as a zip of class folders ({reason}); zip one folder per class, "
                      "each holding its photos.")
     parts = [PurePosixPath(i.entry).parts for i in items]
-    if len({p[0] for p in parts}) == 1 and all(len(p) > 2 for p in parts):  # the zip of a folder: its name first
+    if all(len(p) > 2 for p in parts) and len({p[0] for p in parts}) == 1:  # the zip of a folder: its name first
         parts = [p[1:] for p in parts]
     loose = [i.entry for i, p in zip(items, parts, strict=True) if len(p) < 2]
     if loose:
